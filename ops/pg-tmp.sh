@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Throwaway PostgreSQL 15 clusters for tests, benchmarks and the quickstart.
+#
+#   ops/pg-tmp.sh start DIR [--owner-pid PID]   init + start; prints one conninfo line
+#   ops/pg-tmp.sh stop DIR                      stop and delete DIR
+#   ops/pg-tmp.sh restart DIR [fast|immediate]  restart on the same port (fault tests)
+#   ops/pg-tmp.sh conninfo DIR                  print the conninfo again
+#
+# Works as root (runs the server as the postgres user) and as a normal user. Each
+# cluster has its own socket directory and a free port, so parallel runs never collide.
+# With --owner-pid, a watchdog stops the cluster and deletes DIR once PID is gone, so a
+# test that crashes or is killed leaves nothing running.
+# Extra server settings: PG_TMP_OPTS="-c shared_buffers=256MB ...".
+set -euo pipefail
+
+PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
+
+die() { echo "pg-tmp: $*" >&2; exit 1; }
+
+as_owner() {
+  if [ "$(id -u)" -eq 0 ]; then
+    runuser -u postgres -- "$@"
+  else
+    "$@"
+  fi
+}
+
+conninfo() {
+  local dir=$1
+  echo "host=$dir/sock port=$(cat "$dir/port") dbname=postgres user=postgres"
+}
+
+server_opts() {
+  local dir=$1 port=$2
+  echo "-c port=$port -c listen_addresses=127.0.0.1 -c unix_socket_directories=$dir/sock" \
+       "-c wal_level=logical -c max_connections=300 -c max_wal_senders=10" \
+       "-c max_replication_slots=10 -c fsync=off -c full_page_writes=off" \
+       "-c shared_buffers=128MB -c log_min_messages=warning ${PG_TMP_OPTS:-}"
+}
+
+start() {
+  local dir=$1 owner_pid=${2:-}
+  [ -x "$PGBIN/initdb" ] || die "PostgreSQL 15 is not installed ($PGBIN/initdb missing); run ops/install-deps.sh"
+  mkdir -p "$dir"
+  dir=$(cd "$dir" && pwd)
+  [ -e "$dir/data/PG_VERSION" ] && die "$dir already holds a cluster"
+  mkdir -p "$dir/sock"
+  if [ "$(id -u)" -eq 0 ]; then
+    id postgres >/dev/null 2>&1 || die "user postgres does not exist (install postgresql-15)"
+    chown postgres "$dir" "$dir/sock"
+  fi
+  as_owner "$PGBIN/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 --no-sync \
+    >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; die "initdb failed"; }
+  local attempt port
+  for attempt in $(seq 1 20); do
+    port=$(( 20000 + (RANDOM * 32768 + RANDOM) % 40000 ))
+    echo "$port" >"$dir/port"
+    if as_owner "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/data/server.log" -w -t 60 \
+         -o "$(server_opts "$dir" "$port")" start >/dev/null 2>&1; then
+      break
+    fi
+    if ! grep -q "could not bind\|could not create any TCP/IP sockets\|Address already in use" \
+         "$dir/data/server.log" 2>/dev/null; then
+      cat "$dir/data/server.log" >&2 || true
+      die "could not start PostgreSQL"
+    fi
+    [ "$attempt" -eq 20 ] && die "no free port after 20 attempts"
+  done
+  if [ -n "$owner_pid" ]; then
+    # The watchdog polls the owner: it is a cleanup helper, not a test.
+    setsid bash -c "while kill -0 $owner_pid 2>/dev/null; do sleep 0.5; done; \"$0\" stop \"$dir\"" \
+      >/dev/null 2>&1 </dev/null &
+    echo $! >"$dir/watchdog.pid"
+  fi
+  conninfo "$dir"
+}
+
+stop() {
+  local dir=$1
+  [ -d "$dir" ] || return 0
+  if [ -e "$dir/watchdog.pid" ]; then
+    local w; w=$(cat "$dir/watchdog.pid")
+    [ "$w" != "$$" ] && [ "$w" != "$PPID" ] && kill "$w" 2>/dev/null || true
+  fi
+  if [ -e "$dir/data/postmaster.pid" ]; then
+    as_owner "$PGBIN/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true
+  fi
+  rm -rf "$dir"
+}
+
+restart() {
+  local dir=$1 mode=${2:-fast}
+  local port; port=$(cat "$dir/port")
+  as_owner "$PGBIN/pg_ctl" -D "$dir/data" -m "$mode" -w stop >/dev/null
+  as_owner "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/data/server.log" -w -t 60 \
+    -o "$(server_opts "$dir" "$port")" start >/dev/null
+}
+
+cmd=${1:-}
+case "$cmd" in
+  start)
+    [ $# -ge 2 ] || die "usage: pg-tmp.sh start DIR [--owner-pid PID]"
+    owner=""
+    if [ "${3:-}" = "--owner-pid" ]; then owner=${4:?--owner-pid needs a PID}; fi
+    start "$2" "$owner" ;;
+  stop) [ $# -ge 2 ] || die "usage: pg-tmp.sh stop DIR"; stop "$2" ;;
+  restart) [ $# -ge 2 ] || die "usage: pg-tmp.sh restart DIR [fast|immediate]"; restart "$2" "${3:-fast}" ;;
+  conninfo) conninfo "$(cd "$2" && pwd)" ;;
+  *) die "usage: pg-tmp.sh start|stop|restart|conninfo DIR" ;;
+esac

@@ -1,0 +1,66 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace outbox::relay {
+
+// Configuration of each subcommand: plain data, parsed and validated once by
+// ParseCommandLine (cli.h), then passed by const&.
+
+struct LogConfig {
+  std::string level = "info";   // trace, debug, info, warn, error
+  bool json = false;            // one JSON object per line instead of text
+};
+
+struct MigrateConfig {
+  std::string db;               // libpq conninfo (secret: never printed unredacted)
+  std::string schema_dir;       // read migrations from here; empty = the embedded copy
+};
+
+struct RunConfig {
+  std::string db;               // libpq conninfo of the outbox database
+  std::string brokers;          // Kafka bootstrap list host:port,...
+  int lanes = 0;                // most lanes this relay owns at once; 0 = its fair share
+  int batch_size = 500;         // rows claimed per lane and round trip
+  int max_inflight_batches = 4; // batches of one lane produced but not yet acknowledged
+  std::chrono::milliseconds poll_interval{200};     // fallback poll when NOTIFY is quiet
+  std::chrono::milliseconds rebalance_interval{1000};  // lane ownership check period
+  std::chrono::milliseconds shutdown_timeout{30000};   // wait for in-flight on SIGTERM
+  std::chrono::milliseconds stats_interval{5000};      // pending depth/age refresh
+  std::string metrics_listen;   // host:port for /metrics, /healthz, /readyz; empty = off
+  // librdkafka properties in the order given; the first setting of a key wins.
+  std::vector<std::pair<std::string, std::string>> kafka_conf;
+  std::chrono::milliseconds check_after{6000};     // half messages: first check-back
+  std::chrono::milliseconds check_interval{60000}; // half messages: between checks
+  int check_max = 15;                               // half messages: checks before parking
+};
+
+struct StatusConfig {
+  std::string db;
+  bool json = false;            // machine-readable output
+};
+
+struct NotifyConfig {
+  std::string db;
+  std::string metrics_listen;
+};
+
+struct DevKafkaConfig {
+  int brokers = 1;              // number of mock brokers
+  std::string brokers_file;     // also write the bootstrap list here; empty = don't
+};
+
+struct DeadLettersConfig {
+  std::string db;
+  std::string action;           // list, retry, drop
+  std::vector<std::int64_t> ids;  // dead letter ids (outbox ids) for retry/drop
+  bool all = false;             // retry/drop every dead letter
+  bool json = false;            // list as JSON
+};
+
+}  // namespace outbox::relay

@@ -1,0 +1,88 @@
+#include "kafka_cluster.h"
+
+// rdkafka.h must come before rdkafka_mock.h.
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <random>
+#include <stdexcept>
+
+namespace outbox::test {
+
+KafkaCluster::KafkaCluster(int brokers) {
+  if (const char* real = std::getenv("OUTBOX_TEST_BROKERS"); real && *real) {
+    bootstrap_ = real;
+    return;
+  }
+  char err[512];
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "log_level", "3", err, sizeof err);
+  handle_ = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+  if (!handle_) throw std::runtime_error(std::string("rd_kafka_new: ") + err);
+  mock_ = rd_kafka_mock_cluster_new(handle_, brokers);
+  if (!mock_) throw std::runtime_error("rd_kafka_mock_cluster_new failed");
+  bootstrap_ = rd_kafka_mock_cluster_bootstraps(mock_);
+}
+
+KafkaCluster::~KafkaCluster() {
+  if (mock_) rd_kafka_mock_cluster_destroy(mock_);
+  if (handle_) rd_kafka_destroy(handle_);
+}
+
+void KafkaCluster::CreateTopic(const std::string& topic, int partitions) {
+  if (mock_) {
+    if (rd_kafka_mock_topic_create(mock_, topic.c_str(), partitions, 1) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      throw std::runtime_error("mock topic create failed: " + topic);
+    }
+    return;
+  }
+  char err[512];
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap_.c_str(), err, sizeof err);
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+  if (!rk) throw std::runtime_error(std::string("rd_kafka_new: ") + err);
+  rd_kafka_NewTopic_t* nt = rd_kafka_NewTopic_new(topic.c_str(), partitions, -1, err, sizeof err);
+  rd_kafka_queue_t* q = rd_kafka_queue_new(rk);
+  rd_kafka_CreateTopics(rk, &nt, 1, nullptr, q);
+  rd_kafka_event_t* ev = rd_kafka_queue_poll(q, 30000);
+  std::string failure;
+  if (!ev) {
+    failure = "timeout";
+  } else {
+    size_t n = 0;
+    const rd_kafka_topic_result_t** res =
+        rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &n);
+    if (n == 1 && rd_kafka_topic_result_error(res[0]) != RD_KAFKA_RESP_ERR_NO_ERROR &&
+        rd_kafka_topic_result_error(res[0]) != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
+      failure = rd_kafka_topic_result_error_string(res[0]);
+    }
+    rd_kafka_event_destroy(ev);
+  }
+  rd_kafka_queue_destroy(q);
+  rd_kafka_NewTopic_destroy(nt);
+  rd_kafka_destroy(rk);
+  if (!failure.empty()) throw std::runtime_error("create topic " + topic + ": " + failure);
+}
+
+void KafkaCluster::SetBrokerDown(std::int32_t broker_id) {
+  if (!mock_) throw std::logic_error("SetBrokerDown needs the mock cluster");
+  rd_kafka_mock_broker_set_down(mock_, broker_id);
+}
+
+void KafkaCluster::SetBrokerUp(std::int32_t broker_id) {
+  if (!mock_) throw std::logic_error("SetBrokerUp needs the mock cluster");
+  rd_kafka_mock_broker_set_up(mock_, broker_id);
+}
+
+std::string UniqueTopic(const std::string& prefix) {
+  static std::atomic<int> n{0};
+  std::random_device rd;
+  return prefix + "-" + std::to_string(getpid()) + "-" + std::to_string(++n) + "-" +
+         std::to_string(rd() % 100000);
+}
+
+}  // namespace outbox::test

@@ -1,0 +1,40 @@
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+struct rd_kafka_s;
+struct rd_kafka_mock_cluster_s;
+
+namespace outbox::test {
+
+// The Kafka a test talks to: the broker list in OUTBOX_TEST_BROKERS if set, otherwise
+// an in-process librdkafka mock cluster (the real protocol on 127.0.0.1, random ports).
+class KafkaCluster {
+ public:
+  explicit KafkaCluster(int brokers = 1);
+  ~KafkaCluster();
+  KafkaCluster(const KafkaCluster&) = delete;
+  KafkaCluster& operator=(const KafkaCluster&) = delete;
+
+  const std::string& bootstrap() const { return bootstrap_; }
+  bool is_mock() const { return mock_ != nullptr; }
+
+  // Creates a topic (mock: at once; real broker: via the admin API, waits for it).
+  void CreateTopic(const std::string& topic, int partitions);
+  // Mock only: take a broker (ids from 1) down or up. Tests call these only when
+  // is_mock() (a real broker cannot be stopped from here).
+  void SetBrokerDown(std::int32_t broker_id);
+  void SetBrokerUp(std::int32_t broker_id);
+
+ private:
+  std::string bootstrap_;
+  rd_kafka_s* handle_ = nullptr;
+  rd_kafka_mock_cluster_s* mock_ = nullptr;
+};
+
+// A topic name unique to the running test (Kafka topics outlive tests on real brokers).
+std::string UniqueTopic(const std::string& prefix);
+
+}  // namespace outbox::test

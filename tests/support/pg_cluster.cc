@@ -1,0 +1,79 @@
+#include "pg_cluster.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cstdio>
+#include <filesystem>
+#include <pqxx/pqxx>
+#include <stdexcept>
+
+#include "process.h"
+
+namespace outbox::test {
+namespace {
+
+std::string Script() { return SourceDir() + "/ops/pg-tmp.sh"; }
+
+}  // namespace
+
+PgCluster::PgCluster() {
+  std::string tmpl = (std::filesystem::temp_directory_path() / "outbox-pg.XXXXXX").string();
+  if (!mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
+  dir_ = tmpl;
+  auto r = RunProcess({Script(), "start", dir_, "--owner-pid", std::to_string(getpid())});
+  if (r.code != 0) {
+    throw std::runtime_error("could not start a throwaway PostgreSQL: " + r.err);
+  }
+  conninfo_ = r.out.substr(0, r.out.find('\n'));
+}
+
+PgCluster::~PgCluster() { RunProcess({Script(), "stop", dir_}); }
+
+std::string PgCluster::ConninfoFor(const std::string& dbname, const std::string& user) const {
+  auto c = conninfo_;
+  auto replace = [&c](const std::string& key, const std::string& value) {
+    auto pos = c.find(key + "=");
+    auto end = c.find(' ', pos);
+    c.replace(pos, (end == std::string::npos ? c.size() : end) - pos, key + "=" + value);
+  };
+  replace("dbname", dbname);
+  replace("user", user);
+  return c;
+}
+
+std::string PgCluster::CreateDatabase(const std::string& name) {
+  pqxx::connection c{conninfo_};
+  pqxx::nontransaction tx{c};
+  tx.exec("DROP DATABASE IF EXISTS " + tx.quote_name(name));
+  tx.exec("CREATE DATABASE " + tx.quote_name(name));
+  return ConninfoFor(name);
+}
+
+void PgCluster::Restart(const std::string& mode) {
+  auto r = RunProcess({Script(), "restart", dir_, mode});
+  if (r.code != 0) throw std::runtime_error("restart failed: " + r.err);
+}
+
+PgCluster& SharedCluster() {
+  static PgCluster cluster;
+  return cluster;
+}
+
+std::string FreshDatabase() {
+  static std::atomic<int> n{0};
+  std::string name = "t";
+  if (auto* info = ::testing::UnitTest::GetInstance()->current_test_info()) {
+    name = std::string(info->test_suite_name()) + "_" + info->name();
+  }
+  std::transform(name.begin(), name.end(), name.begin(), [](unsigned char ch) {
+    return std::isalnum(ch) ? static_cast<char>(std::tolower(ch)) : '_';
+  });
+  name = name.substr(0, 50) + "_" + std::to_string(++n);
+  return SharedCluster().CreateDatabase(name);
+}
+
+}  // namespace outbox::test

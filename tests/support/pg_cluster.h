@@ -1,0 +1,41 @@
+#pragma once
+
+#include <memory>
+#include <string>
+
+namespace outbox::test {
+
+// A throwaway PostgreSQL 15 cluster (ops/pg-tmp.sh): its own port and socket directory,
+// wal_level=logical, stopped and deleted by the destructor, and by a watchdog if the
+// test process dies. Construction fails loudly if PostgreSQL cannot start: a test never
+// silently skips for want of a database.
+class PgCluster {
+ public:
+  PgCluster();
+  ~PgCluster();
+  PgCluster(const PgCluster&) = delete;
+  PgCluster& operator=(const PgCluster&) = delete;
+
+  // Superuser conninfo of database `postgres`.
+  const std::string& conninfo() const { return conninfo_; }
+  // Creates an empty database and returns its superuser conninfo.
+  std::string CreateDatabase(const std::string& name);
+  // conninfo for `dbname` as `user` (password-less, trust auth).
+  std::string ConninfoFor(const std::string& dbname, const std::string& user = "postgres") const;
+  // Stops and starts the server on the same port (mode: fast or immediate).
+  void Restart(const std::string& mode = "fast");
+  const std::string& dir() const { return dir_; }
+
+ private:
+  std::string dir_;
+  std::string conninfo_;
+};
+
+// One cluster per test process, started on first use.
+PgCluster& SharedCluster();
+
+// Creates a fresh database on the shared cluster named after the running gtest and
+// returns its conninfo.
+std::string FreshDatabase();
+
+}  // namespace outbox::test

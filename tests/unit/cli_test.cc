@@ -1,0 +1,202 @@
+// Command-line parsing: precedence flags > environment > config file, and every bad
+// input reported at once with one clear message each.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "cli.h"
+#include "errors.h"
+#include "process.h"
+
+namespace outbox::relay {
+namespace {
+
+using ::testing::AllOf;
+using ::testing::Contains;
+using ::testing::HasSubstr;
+using ::testing::Not;
+using ::testing::SizeIs;
+
+std::vector<std::string> ProblemsOf(const std::vector<std::string>& args, const Environment& env = {}) {
+  try {
+    ParseCommandLine(args, env);
+  } catch (const ConfigError& e) {
+    return e.problems();
+  }
+  ADD_FAILURE() << "expected a ConfigError";
+  return {};
+}
+
+std::string WriteFile(const test::TempDir& dir, const std::string& text) {
+  std::string path = dir.path() + "/relay.conf";
+  std::ofstream{path} << text;
+  return path;
+}
+
+TEST(Cli, RunTakesFlags) {
+  auto inv = ParseCommandLine({"run", "--db", "dbname=x", "--brokers", "a:9092,b:9093", "--lanes", "4",
+                               "--batch-size=100", "--poll-interval", "50ms", "--kafka-conf",
+                               "linger.ms=1", "--kafka-conf", "compression.type=lz4"},
+                              {});
+  EXPECT_EQ(inv.command, Command::kRun);
+  EXPECT_EQ(inv.run.db, "dbname=x");
+  EXPECT_EQ(inv.run.brokers, "a:9092,b:9093");
+  EXPECT_EQ(inv.run.lanes, 4);
+  EXPECT_EQ(inv.run.batch_size, 100);
+  EXPECT_EQ(inv.run.poll_interval, std::chrono::milliseconds(50));
+  ASSERT_THAT(inv.run.kafka_conf, SizeIs(2));
+  EXPECT_EQ(inv.run.kafka_conf[1].first, "compression.type");
+}
+
+TEST(Cli, RunHasDocumentedDefaults) {
+  auto inv = ParseCommandLine({"run", "--db", "dbname=x", "--brokers", "k:9092"}, {});
+  EXPECT_EQ(inv.run.check_after, std::chrono::seconds(6));
+  EXPECT_EQ(inv.run.check_interval, std::chrono::seconds(60));
+  EXPECT_EQ(inv.run.check_max, 15);
+  EXPECT_EQ(inv.run.lanes, 0);
+  EXPECT_TRUE(inv.run.metrics_listen.empty());
+  EXPECT_FALSE(inv.log.json);
+}
+
+TEST(Cli, EnvironmentFillsWhatFlagsLeaveOut) {
+  auto inv = ParseCommandLine({"run", "--brokers", "flag:1"},
+                              {{"OUTBOX_DB", "dbname=env"}, {"OUTBOX_BROKERS", "env:2"},
+                               {"OUTBOX_BATCH_SIZE", "7"}, {"OUTBOX_KAFKA_CONF", "linger.ms=3;acks=all"}});
+  EXPECT_EQ(inv.run.db, "dbname=env");
+  EXPECT_EQ(inv.run.brokers, "flag:1");  // flag wins over environment
+  EXPECT_EQ(inv.run.batch_size, 7);
+  ASSERT_THAT(inv.run.kafka_conf, SizeIs(2));
+  EXPECT_EQ(inv.run.kafka_conf[0].second, "3");
+}
+
+TEST(Cli, ConfigFileIsTheLowestLayer) {
+  test::TempDir dir;
+  auto path = WriteFile(dir,
+                        "# comment\n"
+                        "db = dbname=file\n"
+                        "brokers = file:1\n"
+                        "batch-size = 11\n"
+                        "lanes = 3\n"
+                        "kafka-conf = linger.ms=9\n"
+                        "kafka-conf = compression.type=zstd\n");
+  auto inv = ParseCommandLine({"run", "--config", path, "--lanes", "5"}, {{"OUTBOX_BATCH_SIZE", "22"}});
+  EXPECT_EQ(inv.run.db, "dbname=file");
+  EXPECT_EQ(inv.run.lanes, 5);         // flag > file
+  EXPECT_EQ(inv.run.batch_size, 22);   // env > file
+  ASSERT_THAT(inv.run.kafka_conf, SizeIs(2));
+  EXPECT_EQ(inv.run.kafka_conf[1].second, "zstd");
+}
+
+TEST(Cli, ConfigFileNamedByEnvironment) {
+  test::TempDir dir;
+  auto path = WriteFile(dir, "db = dbname=file\n");
+  auto inv = ParseCommandLine({"migrate"}, {{"OUTBOX_CONFIG", path}});
+  EXPECT_EQ(inv.migrate.db, "dbname=file");
+}
+
+TEST(Cli, ListFlagOverridesSameKeyFromFile) {
+  test::TempDir dir;
+  auto path = WriteFile(dir, "kafka-conf = linger.ms=9\n");
+  auto inv = ParseCommandLine(
+      {"run", "--db", "x=1", "--brokers", "k:1", "--config", path, "--kafka-conf", "linger.ms=2"}, {});
+  ASSERT_THAT(inv.run.kafka_conf, SizeIs(1));
+  EXPECT_EQ(inv.run.kafka_conf[0].second, "2");
+}
+
+TEST(Cli, ReportsEveryProblemAtOnce) {
+  auto problems = ProblemsOf({"run", "--lanes", "many", "--batch-size", "0", "--poll-interval", "100",
+                              "--metrics-listen", "nowhere", "--kafka-conf", "no.such.property=1",
+                              "--log-level", "loud", "--bogus", "extra"});
+  EXPECT_THAT(problems, Contains(HasSubstr("--db is required")));
+  EXPECT_THAT(problems, Contains(HasSubstr("--brokers is required")));
+  EXPECT_THAT(problems, Contains(AllOf(HasSubstr("--lanes"), HasSubstr("'many'"))));
+  EXPECT_THAT(problems, Contains(AllOf(HasSubstr("--batch-size"), HasSubstr("1 to 100000"))));
+  EXPECT_THAT(problems, Contains(AllOf(HasSubstr("--poll-interval"), HasSubstr("250ms"))));
+  EXPECT_THAT(problems, Contains(HasSubstr("--metrics-listen")));
+  EXPECT_THAT(problems, Contains(AllOf(HasSubstr("no.such.property"), HasSubstr("No such configuration property"))));
+  EXPECT_THAT(problems, Contains(HasSubstr("--log-level")));
+  EXPECT_THAT(problems, Contains(HasSubstr("unknown option '--bogus'")));
+  EXPECT_THAT(problems, Contains(HasSubstr("unexpected argument 'extra'")));
+  EXPECT_THAT(problems, SizeIs(10));
+}
+
+TEST(Cli, RejectsBadBrokerLists) {
+  auto problems = ProblemsOf({"run", "--db", "x=1", "--brokers", "ok:9092,noport,bad:99999"});
+  EXPECT_THAT(problems, Contains(HasSubstr("'noport' is not host:port")));
+  EXPECT_THAT(problems, Contains(HasSubstr("'bad:99999' is not host:port")));
+  EXPECT_THAT(problems, SizeIs(2));
+}
+
+TEST(Cli, RefusesToWeakenDeliveryGuarantees) {
+  auto problems = ProblemsOf({"run", "--db", "x=1", "--brokers", "k:1", "--kafka-conf",
+                              "enable.idempotence=false", "--kafka-conf", "acks=1", "--kafka-conf",
+                              "bootstrap.servers=x:1"});
+  EXPECT_THAT(problems, Contains(HasSubstr("enable.idempotence: must stay true")));
+  EXPECT_THAT(problems, Contains(HasSubstr("acks: must stay all")));
+  EXPECT_THAT(problems, Contains(HasSubstr("use --brokers")));
+}
+
+TEST(Cli, NeverEchoesKafkaSecrets) {
+  auto problems = ProblemsOf({"run", "--db", "x=1", "--brokers", "k:1", "--kafka-conf",
+                              "sasl.mechanisms=NOPE", "--kafka-conf", "ssl.key.password",
+                              "--kafka-conf", "sasl.password=hunter2"},
+                             {{"OUTBOX_KAFKA_CONF", "topsecretvalue-without-equals-sign-here"}});
+  for (const auto& p : problems) {
+    EXPECT_THAT(p, Not(HasSubstr("hunter2")));
+    EXPECT_THAT(p, Not(HasSubstr("without-equals-sign-here")));
+  }
+  EXPECT_THAT(problems, Contains(HasSubstr("expected KEY=VALUE")));
+}
+
+TEST(Cli, RejectsDuplicateFlags) {
+  auto problems = ProblemsOf({"migrate", "--db", "a=1", "--db", "b=2"});
+  EXPECT_THAT(problems, Contains(HasSubstr("--db given more than once")));
+}
+
+TEST(Cli, RejectsUnknownConfigFileOptionsAndMissingFiles) {
+  test::TempDir dir;
+  auto path = WriteFile(dir, "db = x=1\nbrokers = k:1\nlanez = 4\n");
+  EXPECT_THAT(ProblemsOf({"run", "--config", path}), Contains(HasSubstr("unknown option 'lanez'")));
+  EXPECT_THAT(ProblemsOf({"run", "--config", dir.path() + "/missing.conf"}),
+              Contains(HasSubstr("cannot read")));
+}
+
+TEST(Cli, UnknownCommandNamesTheCommands) {
+  auto problems = ProblemsOf({"serve"});
+  ASSERT_THAT(problems, SizeIs(1));
+  EXPECT_THAT(problems[0], AllOf(HasSubstr("unknown command 'serve'"), HasSubstr("migrate"), HasSubstr("run")));
+}
+
+TEST(Cli, HelpAndVersion) {
+  EXPECT_EQ(ParseCommandLine({}, {}).command, Command::kHelp);
+  EXPECT_EQ(ParseCommandLine({"--version"}, {}).command, Command::kVersion);
+  auto help = ParseCommandLine({"run", "--help"}, {});
+  EXPECT_EQ(help.command, Command::kHelp);
+  EXPECT_THAT(help.help_text, AllOf(HasSubstr("--batch-size"), HasSubstr("--kafka-conf"), HasSubstr("OUTBOX_")));
+}
+
+TEST(Cli, DevKafkaOptions) {
+  auto inv = ParseCommandLine({"dev-kafka", "--brokers", "3", "--brokers-file", "/tmp/b"}, {});
+  EXPECT_EQ(inv.dev_kafka.brokers, 3);
+  EXPECT_EQ(inv.dev_kafka.brokers_file, "/tmp/b");
+  EXPECT_THAT(ProblemsOf({"dev-kafka", "--brokers", "0"}), Contains(HasSubstr("--brokers")));
+}
+
+TEST(Cli, DeadLettersActions) {
+  auto inv = ParseCommandLine({"dead-letters", "retry", "5", "7", "--db", "x=1"}, {});
+  EXPECT_EQ(inv.dead_letters.action, "retry");
+  EXPECT_EQ(inv.dead_letters.ids, (std::vector<std::int64_t>{5, 7}));
+  EXPECT_THAT(ProblemsOf({"dead-letters", "retry", "--db", "x=1"}), Contains(HasSubstr("ids or --all")));
+  EXPECT_THAT(ProblemsOf({"dead-letters", "zap", "--db", "x=1"}), Contains(HasSubstr("unknown action 'zap'")));
+  EXPECT_THAT(ProblemsOf({"dead-letters", "drop", "x", "--db", "x=1"}), Contains(HasSubstr("'x' is not")));
+}
+
+TEST(Cli, FlagValuesAreBooleans) {
+  EXPECT_TRUE(ParseCommandLine({"status", "--db", "x=1", "--json"}, {}).status.json);
+  EXPECT_FALSE(ParseCommandLine({"status", "--db", "x=1", "--json=false"}, {}).status.json);
+  EXPECT_THAT(ProblemsOf({"status", "--db", "x=1", "--json=maybe"}), Contains(HasSubstr("true or false")));
+}
+
+}  // namespace
+}  // namespace outbox::relay

@@ -1,0 +1,48 @@
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "db.h"
+#include "errors.h"
+#include "redact.h"
+
+namespace outbox::relay {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+TEST(Redact, HidesKeyValuePasswords) {
+  EXPECT_EQ(RedactConninfo("host=db user=app password=s3cret dbname=x"),
+            "host=db user=app password=*** dbname=x");
+  EXPECT_EQ(RedactConninfo("password = 'a b\\' c' host=db"), "password = *** host=db");
+}
+
+TEST(Redact, HidesUriPasswords) {
+  EXPECT_EQ(RedactConninfo("postgresql://app:s3cret@db:5432/x"), "postgresql://app:***@db:5432/x");
+  EXPECT_EQ(RedactConninfo("postgres://db/x?user=a&password=s3cret&sslmode=require"),
+            "postgres://db/x?user=a&password=***&sslmode=require");
+}
+
+TEST(Redact, KnowsSecretKafkaProperties) {
+  EXPECT_TRUE(IsSecretKafkaProperty("sasl.password"));
+  EXPECT_TRUE(IsSecretKafkaProperty("ssl.key.password"));
+  EXPECT_TRUE(IsSecretKafkaProperty("sasl.oauthbearer.client.secret"));
+  EXPECT_FALSE(IsSecretKafkaProperty("linger.ms"));
+}
+
+TEST(Redact, ConninfoParseErrorsDoNotEchoFragments) {
+  try {
+    CheckConninfo("host=db hunter2 user=x");
+    FAIL() << "expected ConfigError";
+  } catch (const ConfigError& e) {
+    EXPECT_THAT(e.what(), Not(HasSubstr("hunter2")));
+    EXPECT_THAT(e.what(), HasSubstr("invalid PostgreSQL conninfo"));
+  }
+}
+
+TEST(Redact, DbErrorsLoseThePassword) {
+  EXPECT_EQ(SafeDbError("auth failed for s3cret\n", "host=x password=s3cret"), "auth failed for ***");
+}
+
+}  // namespace
+}  // namespace outbox::relay
