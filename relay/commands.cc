@@ -5,6 +5,7 @@
 #include "dev_kafka.h"
 #include "errors.h"
 #include "migrate.h"
+#include "notify_command.h"
 
 namespace outbox::relay {
 namespace {
@@ -28,9 +29,10 @@ int RunCommand(const Invocation& inv, spdlog::logger& log) {
       return RunMigrate(inv.migrate, log);
     case Command::kDevKafka:
       return RunDevKafka(inv.dev_kafka, log);
+    case Command::kNotify:
+      return RunNotifyCommand(inv.notify, log);
     case Command::kRun:
     case Command::kStatus:
-    case Command::kNotify:
     case Command::kDeadLetters:
       throw RuntimeError("this command is not built yet");
     case Command::kHelp:
