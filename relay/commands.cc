@@ -1,11 +1,23 @@
 #include "commands.h"
 
-#include <iostream>
+#include <fcntl.h>
+#include <unistd.h>
 
+#include <iostream>
+#include <prometheus/registry.h>
+
+#include "db.h"
 #include "dev_kafka.h"
 #include "errors.h"
+#include "metrics_server.h"
 #include "migrate.h"
 #include "notify_command.h"
+#include "redact.h"
+#include "relay.h"
+#include "relay_metrics.h"
+#include "signals.h"
+#include "stats_poller.h"
+#include "status_command.h"
 
 namespace outbox::relay {
 namespace {
@@ -21,20 +33,42 @@ int RunMigrate(const MigrateConfig& c, spdlog::logger& log) {
   return kExitOk;
 }
 
+int RunRelay(const RunConfig& c, std::shared_ptr<spdlog::logger> log) {
+  CheckConninfo(c.db);
+  int wake[2];
+  if (pipe2(wake, O_CLOEXEC | O_NONBLOCK) != 0) throw RuntimeError("pipe2 failed");
+  auto& stop = WatchTerminationSignals(wake[1]);
+  auto registry = std::make_shared<prometheus::Registry>();
+  RelayMetrics metrics{*registry};
+  log->info("outbox-relay run db={} brokers={} lanes={} batch_size={} metrics_listen={}", RedactConninfo(c.db),
+            c.brokers, c.lanes == 0 ? std::string("fair share") : std::to_string(c.lanes), c.batch_size,
+            c.metrics_listen.empty() ? std::string("off") : c.metrics_listen);
+  Relay relay{c, log, metrics};
+  std::unique_ptr<MetricsServer> server;
+  if (!c.metrics_listen.empty()) {
+    server = std::make_unique<MetricsServer>(c.metrics_listen, registry);
+    server->SetReadyCheck([&relay] { return relay.ready(); });
+  }
+  StatsPoller stats{c.db, c.stats_interval, metrics, log};
+  return relay.Run(stop, wake[0]);
+}
+
 }  // namespace
 
-int RunCommand(const Invocation& inv, spdlog::logger& log) {
+int RunCommand(const Invocation& inv, std::shared_ptr<spdlog::logger> log) {
   switch (inv.command) {
     case Command::kMigrate:
-      return RunMigrate(inv.migrate, log);
+      return RunMigrate(inv.migrate, *log);
     case Command::kDevKafka:
-      return RunDevKafka(inv.dev_kafka, log);
+      return RunDevKafka(inv.dev_kafka, *log);
     case Command::kNotify:
-      return RunNotifyCommand(inv.notify, log);
+      return RunNotifyCommand(inv.notify, *log);
     case Command::kRun:
+      return RunRelay(inv.run, log);
     case Command::kStatus:
+      return RunStatus(inv.status, std::cout);
     case Command::kDeadLetters:
-      throw RuntimeError("this command is not built yet");
+      return RunDeadLetters(inv.dead_letters, std::cout, std::cerr);
     case Command::kHelp:
     case Command::kVersion:
       return kExitOk;

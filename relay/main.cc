@@ -29,7 +29,7 @@ int main(int argc, char** argv) {
   }
   auto log = MakeLogger(inv.log);
   try {
-    return RunCommand(inv, *log);
+    return RunCommand(inv, log);
   } catch (const ConfigError& e) {
     for (const auto& p : e.problems()) log->error("{}", p);
     return kExitUsage;

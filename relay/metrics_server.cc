@@ -70,6 +70,11 @@ MetricsServer::~MetricsServer() {
   close(listen_fd_);
 }
 
+void MetricsServer::SetReadyCheck(std::function<bool()> check) {
+  std::lock_guard lock{mu_};
+  ready_check_ = std::move(check);
+}
+
 void MetricsServer::Serve() {
   while (!stopping_.load()) {
     pollfd p{listen_fd_, POLLIN, 0};
@@ -95,7 +100,12 @@ void MetricsServer::Serve() {
     } else if (path == "/healthz") {
       SendAll(fd, Response(200, "OK", "text/plain", "ok\n"));
     } else if (path == "/readyz") {
-      SendAll(fd, ready_.load() ? Response(200, "OK", "text/plain", "ready\n")
+      bool ready = ready_.load();
+      {
+        std::lock_guard lock{mu_};
+        if (ready_check_) ready = ready_check_();
+      }
+      SendAll(fd, ready ? Response(200, "OK", "text/plain", "ready\n")
                                 : Response(503, "Service Unavailable", "text/plain", "not ready\n"));
     } else {
       SendAll(fd, Response(404, "Not Found", "text/plain", "not found\n"));

@@ -1,6 +1,8 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
+#include <mutex>
 #include <memory>
 #include <string>
 #include <thread>
@@ -23,6 +25,8 @@ class MetricsServer {
   MetricsServer& operator=(const MetricsServer&) = delete;
 
   void SetReady(bool ready) { ready_.store(ready); }
+  // Alternatively, asks `check` at each /readyz request (must be thread-safe).
+  void SetReadyCheck(std::function<bool()> check);
   // The port actually bound (useful with port 0).
   int port() const { return port_; }
 
@@ -31,6 +35,8 @@ class MetricsServer {
 
   std::shared_ptr<prometheus::Registry> registry_;
   std::atomic<bool> ready_{false};
+  std::mutex mu_;
+  std::function<bool()> ready_check_;  // Guarded by mu_.
   std::atomic<bool> stopping_{false};
   int listen_fd_ = -1;
   int port_ = 0;
