@@ -75,7 +75,18 @@ const std::vector<CommandSpec>& Commands() {
       {"notify", Command::kNotify, "outbox-relay notify --db CONNINFO",
        "Run the best-effort notification worker.",
        {{"db", "libpq conninfo of the database holding inbox.notifications (required)"},
-        {"metrics-listen", "serve /metrics, /healthz, /readyz on HOST:PORT (default off)"}}},
+        {"metrics-listen", "serve /metrics, /healthz, /readyz on HOST:PORT (default off)"},
+        {"max-in-flight", "concurrent HTTP requests, 1..1000 (default 32)"},
+        {"max-per-host", "concurrent requests to one host:port, 1..max-in-flight (default 4)"},
+        {"connect-timeout", "TCP + TLS handshake timeout per attempt (default 5s)"},
+        {"request-timeout", "timeout of one whole attempt (default 15s)"},
+        {"lease", "a claimed attempt is resent by another worker after this if its worker "
+                  "died; at least request-timeout + 1s (default 60s)"},
+        {"poll-interval", "look for due notifications this often (default 500ms)"},
+        {"stats-interval", "refresh the backlog metrics this often (default 5s)"},
+        {"retention", "delete delivered/exhausted notifications older than this; 0s = keep "
+                      "them (default 168h)"},
+        {"retention-interval", "run retention this often (default 10m)"}}},
       {"dev-kafka", Command::kDevKafka, "outbox-relay dev-kafka [--brokers N] [--brokers-file PATH]",
        "Serve an in-memory Kafka cluster for development (librdkafka's mock cluster) until\n"
        "SIGTERM/SIGINT. Prints one line BOOTSTRAP=host:port,... on stdout.",
@@ -536,6 +547,33 @@ Invocation ParseCommandLine(const std::vector<std::string>& args, const Environm
       if (!inv.notify.metrics_listen.empty() && !ValidHostPort(inv.notify.metrics_listen)) {
         problems.push_back("--metrics-listen: expected HOST:PORT, got '" +
                            inv.notify.metrics_listen + "'");
+      }
+      {
+        using std::chrono::milliseconds;
+        auto& n = inv.notify;
+        n.max_in_flight = values.Int("max-in-flight", n.max_in_flight, 1, 1000);
+        n.max_per_host = values.Int("max-per-host", n.max_per_host, 1, 1000);
+        if (n.max_per_host > n.max_in_flight) {
+          problems.push_back("--max-per-host (" + std::to_string(n.max_per_host) +
+                             ") must not exceed --max-in-flight (" + std::to_string(n.max_in_flight) + ")");
+        }
+        n.connect_timeout =
+            values.Duration("connect-timeout", n.connect_timeout, milliseconds{1}, milliseconds{600000});
+        n.request_timeout =
+            values.Duration("request-timeout", n.request_timeout, milliseconds{1}, milliseconds{600000});
+        n.lease = values.Duration("lease", n.lease, milliseconds{1}, milliseconds{3600000});
+        if (n.lease < n.request_timeout + milliseconds{1000}) {
+          problems.push_back("--lease (" + std::to_string(n.lease.count()) +
+                             "ms) must be at least --request-timeout + 1s (" +
+                             std::to_string((n.request_timeout + milliseconds{1000}).count()) +
+                             "ms), or a slow attempt could be sent twice");
+        }
+        n.poll_interval = values.Duration("poll-interval", n.poll_interval, milliseconds{1}, milliseconds{60000});
+        n.stats_interval =
+            values.Duration("stats-interval", n.stats_interval, milliseconds{100}, milliseconds{3600000});
+        n.retention = values.Duration("retention", n.retention, milliseconds{0}, milliseconds{3650LL * 86400000});
+        n.retention_interval =
+            values.Duration("retention-interval", n.retention_interval, milliseconds{1000}, milliseconds{86400000});
       }
       break;
     case Command::kDevKafka:

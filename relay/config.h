@@ -48,6 +48,18 @@ struct StatusConfig {
 struct NotifyConfig {
   std::string db;
   std::string metrics_listen;
+  int max_in_flight = 32;       // concurrent HTTP requests of this worker
+  int max_per_host = 4;         // concurrent requests to one host:port (slow receivers
+                                // cannot take every slot)
+  std::chrono::milliseconds connect_timeout{5000};   // TCP + TLS handshake per attempt
+  std::chrono::milliseconds request_timeout{15000};  // one whole attempt
+  // How long a claimed attempt belongs to this worker; > request_timeout + 1s. After it,
+  // another worker sends the attempt of a crashed one again.
+  std::chrono::milliseconds lease{60000};
+  std::chrono::milliseconds poll_interval{500};      // look for due notifications
+  std::chrono::milliseconds stats_interval{5000};    // backlog metrics refresh
+  std::chrono::milliseconds retention{7 * 24 * 3600 * 1000LL};  // keep finished rows; 0 = forever
+  std::chrono::milliseconds retention_interval{600000};         // how often to purge
 };
 
 struct DevKafkaConfig {

@@ -139,6 +139,7 @@ void Relay::ClaimAndProduce() {
   if (claims.empty()) return;
 
   auto rows = store_->Claim(claims);
+  log_->debug("claimed lanes={} rows={} in_flight={}", claims.size(), rows.size(), InFlightRecords());
   std::map<int, std::vector<OutboxRow*>> by_lane;
   for (auto& row : rows) by_lane[row.lane].push_back(&row);
 

@@ -1,0 +1,382 @@
+// `outbox-relay run` end to end: a real PostgreSQL 15, the Kafka protocol (librdkafka's
+// mock cluster, or OUTBOX_TEST_BROKERS), the relay as a separate process that the tests
+// kill, and what it wrote read back with python's confluent_kafka.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <map>
+#include <pqxx/pqxx>
+#include <random>
+#include <thread>
+
+#include "kafka_cluster.h"
+#include "pg_cluster.h"
+#include "process.h"
+#include "topic_reader.h"
+#include "wait.h"
+
+namespace outbox {
+namespace {
+
+using namespace std::chrono_literals;
+using ::testing::HasSubstr;
+
+constexpr int kLaneLockClass = 0x6f72656c;  // relay/outbox_store.h
+
+int FreePort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+class RelayE2e : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    db_ = test::FreshDatabase();
+    auto m = test::RunProcess({test::RelayBinary(), "migrate", "--db", db_});
+    ASSERT_EQ(m.code, 0) << m.err;
+    topic_ = test::UniqueTopic("relay");
+    kafka_.CreateTopic(topic_, 8);
+  }
+
+  std::unique_ptr<test::Process> StartRelay(std::vector<std::string> extra = {}) {
+    std::vector<std::string> argv = {test::RelayBinary(), "run", "--db", db_, "--brokers", kafka_.bootstrap(),
+                                     "--poll-interval", "50ms", "--rebalance-interval", "200ms",
+                                     "--stats-interval", "200ms"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return std::make_unique<test::Process>(argv);
+  }
+
+  long long Scalar(const std::string& sql) {
+    pqxx::connection c{db_};
+    pqxx::work tx{c};
+    auto v = tx.exec1(sql)[0];
+    return v.is_null() ? 0 : v.as<long long>();
+  }
+  long long Pending() { return Scalar("SELECT count(*) FROM outbox.messages"); }
+
+  // One transaction of n messages over `keys` keys; key k's messages carry key_seq
+  // 0, 1, 2, ... in id order.
+  void Prefill(int n, int keys, const std::string& payload_sql = "convert_to('v' || i, 'UTF8')") {
+    pqxx::connection c{db_};
+    pqxx::work tx{c};
+    tx.exec("SELECT outbox.publish(" + tx.quote(topic_) + ", 'k' || (i % " + std::to_string(keys) + "), " +
+            payload_sql + ", jsonb_build_object('key_seq', (i / " + std::to_string(keys) +
+            ")::text)) FROM generate_series(0, " + std::to_string(n - 1) + ") AS i");
+    tx.commit();
+  }
+
+  bool WaitDrained(std::chrono::milliseconds deadline = 120s) {
+    return test::WaitUntil([&] { return Pending() == 0; }, deadline);
+  }
+
+  // Lane locks held, by backend pid.
+  std::map<int, int> LaneOwners() {
+    pqxx::connection c{db_};
+    pqxx::work tx{c};
+    std::map<int, int> owners;
+    for (const auto& row : tx.exec("SELECT pid, count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                                   "AND objsubid = 2 AND classid = " + std::to_string(kLaneLockClass) +
+                                   " AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+                                   "GROUP BY pid")) {
+      owners[row[0].as<int>()] = row[1].as<int>();
+    }
+    return owners;
+  }
+
+  std::string db_;
+  test::KafkaCluster kafka_;
+  std::string topic_;
+};
+
+TEST_F(RelayE2e, EightWritersTwentyThousandMessagesArriveOnceInKeyOrder) {
+  int port = FreePort();
+  auto relay = StartRelay({"--metrics-listen", "127.0.0.1:" + std::to_string(port)});
+  constexpr int kWriters = 8, kPerWriter = 2500, kKeysPerWriter = 4;
+  std::vector<std::thread> writers;
+  std::atomic<int> failures{0};
+  for (int w = 0; w < kWriters; ++w) {
+    writers.emplace_back([&, w] {
+      try {
+        pqxx::connection c{db_};
+        c.prepare("pub", "SELECT outbox.publish($1, $2, $3::bytea, $4::jsonb)");
+        for (int m = 0; m < kPerWriter; ++m) {
+          int k = m % kKeysPerWriter, seq = m / kKeysPerWriter;
+          pqxx::work tx{c};
+          std::string key = "w" + std::to_string(w) + "-k" + std::to_string(k);
+          tx.exec_prepared("pub", topic_, key, pqxx::binarystring("payload " + std::to_string(m)),
+                           "{\"key_seq\": \"" + std::to_string(seq) + "\", \"writer\": \"w" + std::to_string(w) + "\"}");
+          tx.commit();
+        }
+      } catch (const std::exception& e) {
+        ++failures;
+        ADD_FAILURE() << e.what();
+      }
+    });
+  }
+  for (auto& t : writers) t.join();
+  ASSERT_EQ(failures.load(), 0);
+  ASSERT_TRUE(WaitDrained()) << relay->Stderr();
+
+  auto records = test::ReadTopic(kafka_.bootstrap(), topic_, kWriters * kPerWriter, 120s, 1s);
+  auto rep = test::Analyze(records);
+  EXPECT_EQ(rep.records, kWriters * kPerWriter);
+  EXPECT_EQ(rep.distinct, kWriters * kPerWriter);
+  EXPECT_EQ(rep.duplicates, 0);
+  EXPECT_EQ(rep.missing_message_id, 0);
+  EXPECT_EQ(rep.out_of_order_keys, 0) << rep.first_problem;
+  for (const auto& r : records) {
+    ASSERT_TRUE(r.key.has_value());
+    ASSERT_EQ(r.headers.at("writer"), r.key->substr(0, r.key->find('-'))) << "row headers must arrive";
+    ASSERT_EQ(r.headers.at("message_id").size(), 36u);
+  }
+
+  auto metrics = test::RunProcess({"curl", "-sf", "http://127.0.0.1:" + std::to_string(port) + "/metrics"});
+  EXPECT_THAT(metrics.out, HasSubstr("outbox_relay_published_total 20000"));
+  EXPECT_THAT(metrics.out, HasSubstr("outbox_relay_owned_lanes 16"));
+  EXPECT_THAT(metrics.out, HasSubstr("outbox_relay_pending_messages{lane=\"0\"}"));
+  EXPECT_EQ(test::RunProcess({"curl", "-sf", "http://127.0.0.1:" + std::to_string(port) + "/healthz"}).code, 0);
+  EXPECT_EQ(test::RunProcess({"curl", "-sf", "http://127.0.0.1:" + std::to_string(port) + "/readyz"}).code, 0);
+
+  relay->Signal(SIGTERM);
+  EXPECT_EQ(relay->Wait(30s), 0) << relay->Stderr();
+}
+
+TEST_F(RelayE2e, RolledBackPublishNeverArrives) {
+  auto relay = StartRelay();
+  {
+    pqxx::connection c{db_};
+    pqxx::work rolled{c};
+    rolled.exec("SELECT outbox.publish(" + rolled.quote(topic_) + ", 'k', 'rolled back'::bytea)");
+    rolled.abort();
+    pqxx::work committed{c};
+    committed.exec("SELECT outbox.publish(" + committed.quote(topic_) + ", 'k', 'committed'::bytea)");
+    committed.commit();
+  }
+  ASSERT_TRUE(WaitDrained()) << relay->Stderr();
+  auto records = test::ReadTopic(kafka_.bootstrap(), topic_, 1, 60s, 1s);
+  ASSERT_EQ(records.size(), 1u);
+  EXPECT_EQ(records[0].value, "committed");
+}
+
+TEST_F(RelayE2e, SurvivesRepeatedKillNineWithoutLossOrReordering) {
+  constexpr int kMessages = 30000, kKills = 6, kBatch = 100, kInflight = 2, kLanes = 16;
+  Prefill(kMessages, 64);
+  std::vector<std::string> args = {"--batch-size", std::to_string(kBatch), "--max-inflight-batches",
+                                   std::to_string(kInflight)};
+  std::mt19937 rng{std::random_device{}()};
+  int kills = 0;
+  for (; kills < kKills; ++kills) {
+    long long before = Pending();
+    if (before == 0) break;
+    auto relay = StartRelay(args);
+    long long target = std::max(0LL, before - std::uniform_int_distribution<long long>(300, 3000)(rng));
+    ASSERT_TRUE(test::WaitUntil([&] { return Pending() <= target || !relay->Running(); }, 60s)) << relay->Stderr();
+    relay->Signal(SIGKILL);
+    ASSERT_EQ(relay->Wait(10s), 128 + SIGKILL);
+  }
+  ASSERT_GE(kills, 5) << "the backlog drained before five kills";
+  auto relay = StartRelay(args);
+  ASSERT_TRUE(WaitDrained()) << relay->Stderr();
+
+  auto records = test::ReadTopic(kafka_.bootstrap(), topic_, kMessages, 120s, 2s);
+  auto rep = test::Analyze(records);
+  EXPECT_EQ(rep.distinct, kMessages) << "lost messages";
+  EXPECT_EQ(rep.out_of_order_keys, 0) << rep.first_problem;
+  // Only what was in flight at a kill may come twice.
+  EXPECT_LE(rep.duplicates, kills * kLanes * kInflight * kBatch);
+  RecordProperty("duplicates", rep.duplicates);
+}
+
+TEST_F(RelayE2e, RecoversFromPostgresRestartsWhileDraining) {
+  constexpr int kMessages = 20000;
+  Prefill(kMessages, 32);
+  auto relay = StartRelay({"--batch-size", "100"});
+  ASSERT_TRUE(test::WaitUntil([&] { return Pending() < kMessages - 2000; }, 60s)) << relay->Stderr();
+  test::SharedCluster().Restart("fast");
+  ASSERT_TRUE(test::WaitUntil([&] { return Pending() < kMessages - 8000; }, 60s)) << relay->Stderr();
+  test::SharedCluster().Restart("immediate");
+  ASSERT_TRUE(WaitDrained()) << relay->Stderr();
+  // LISTEN and lane locks were re-established: new messages still flow.
+  Prefill(100, 4, "convert_to('after restart', 'UTF8')");
+  ASSERT_TRUE(WaitDrained(30s)) << relay->Stderr();
+  EXPECT_THAT(relay->Stderr(), HasSubstr("lost the PostgreSQL session"));
+
+  auto records = test::ReadTopic(kafka_.bootstrap(), topic_, kMessages + 100, 120s, 1s);
+  std::set<std::string> ids;
+  for (const auto& r : records) ids.insert(r.headers.at("message_id"));
+  EXPECT_EQ(ids.size(), static_cast<size_t>(kMessages + 100));
+  relay->Signal(SIGTERM);
+  EXPECT_EQ(relay->Wait(30s), 0);
+}
+
+TEST_F(RelayE2e, WaitsOutAKafkaOutageAndCatchesUp) {
+  if (!kafka_.is_mock()) GTEST_SKIP() << "needs the mock cluster to stop a broker";
+  auto relay = StartRelay();
+  Prefill(1000, 8);
+  ASSERT_TRUE(WaitDrained()) << relay->Stderr();
+  kafka_.SetBrokerDown(1);
+  Prefill(2000, 8, "convert_to('during outage ' || i, 'UTF8')");
+  // Nothing can be acknowledged while the only broker is down, so nothing is deleted.
+  ASSERT_TRUE(test::WaitUntil([&] { return relay->Stderr().find("kafka error") != std::string::npos; }, 30s))
+      << relay->Stderr();
+  EXPECT_EQ(Pending(), 2000);
+  kafka_.SetBrokerUp(1);
+  ASSERT_TRUE(WaitDrained()) << relay->Stderr();
+  auto rep = test::Analyze(test::ReadTopic(kafka_.bootstrap(), topic_, 3000, 120s, 1s));
+  EXPECT_EQ(rep.distinct, 3000);
+  EXPECT_EQ(rep.out_of_order_keys, 0) << rep.first_problem;
+}
+
+TEST_F(RelayE2e, TwoRelaysShareLanesAndTheSurvivorTakesOver) {
+  auto a = StartRelay();
+  auto b = StartRelay();
+  ASSERT_TRUE(test::WaitUntil([&] {
+    auto o = LaneOwners();
+    return o.size() == 2 && o.begin()->second == 8 && o.rbegin()->second == 8;
+  }, 30s)) << a->Stderr() << b->Stderr();
+
+  constexpr int kWriters = 4, kPerWriter = 1500;
+  std::atomic<int> written{0};
+  std::vector<std::thread> writers;
+  for (int w = 0; w < kWriters; ++w) {
+    writers.emplace_back([&, w] {
+      pqxx::connection c{db_};
+      for (int m = 0; m < kPerWriter; ++m) {
+        pqxx::work tx{c};
+        tx.exec("SELECT outbox.publish(" + tx.quote(topic_) + ", 'w" + std::to_string(w) + "-k" +
+                std::to_string(m % 8) + "', 'x'::bytea, jsonb_build_object('key_seq', '" + std::to_string(m / 8) + "'))");
+        tx.commit();
+        ++written;
+      }
+    });
+  }
+  ASSERT_TRUE(test::WaitUntil([&] { return written.load() > kWriters * kPerWriter / 3; }, 60s));
+  a->Signal(SIGKILL);
+  ASSERT_EQ(a->Wait(10s), 128 + SIGKILL);
+  ASSERT_TRUE(test::WaitUntil([&] {
+    auto o = LaneOwners();
+    return o.size() == 1 && o.begin()->second == 16;
+  }, 10s)) << "the survivor did not take over within 10 s\n" << b->Stderr();
+  for (auto& t : writers) t.join();
+  ASSERT_TRUE(WaitDrained()) << b->Stderr();
+
+  auto rep = test::Analyze(test::ReadTopic(kafka_.bootstrap(), topic_, kWriters * kPerWriter, 120s, 1s));
+  EXPECT_EQ(rep.distinct, kWriters * kPerWriter);
+  EXPECT_EQ(rep.out_of_order_keys, 0) << rep.first_problem;
+}
+
+TEST_F(RelayE2e, PoisonMessageIsParkedAndOthersKeepFlowing) {
+  {
+    pqxx::connection c{db_};
+    pqxx::work tx{c};
+    // Larger than librdkafka's message.max.bytes (1 MB by default).
+    tx.exec("SELECT outbox.publish(" + tx.quote(topic_) + ", 'poison', convert_to(repeat('x', 2000000), 'UTF8'))");
+    tx.commit();
+  }
+  Prefill(500, 10);
+  auto relay = StartRelay();
+  ASSERT_TRUE(test::WaitUntil([&] { return Pending() == 0 && Scalar("SELECT count(*) FROM outbox.dead_letters") == 1; },
+                              60s)) << relay->Stderr();
+  EXPECT_THAT(relay->Stderr(), HasSubstr("message parked in outbox.dead_letters"));
+  pqxx::connection c{db_};
+  {
+    pqxx::work tx{c};
+    auto row = tx.exec1("SELECT key, error FROM outbox.dead_letters");
+    EXPECT_EQ(row[0].as<std::string>(), "poison");
+    EXPECT_THAT(row[1].as<std::string>(), HasSubstr("too large"));
+  }
+  auto rep = test::Analyze(test::ReadTopic(kafka_.bootstrap(), topic_, 500, 60s, 500ms));
+  EXPECT_EQ(rep.distinct, 500);
+
+  auto list = test::RunProcess({test::RelayBinary(), "dead-letters", "list", "--db", db_});
+  EXPECT_EQ(list.code, 0);
+  EXPECT_THAT(list.out, HasSubstr("key=poison"));
+
+  // The operator raises the limit and retries: the message goes out.
+  relay->Signal(SIGTERM);
+  ASSERT_EQ(relay->Wait(30s), 0);
+  auto bigger = StartRelay({"--kafka-conf", "message.max.bytes=10000000"});
+  auto retry = test::RunProcess({test::RelayBinary(), "dead-letters", "retry", "--all", "--db", db_});
+  ASSERT_EQ(retry.code, 0) << retry.err;
+  EXPECT_THAT(retry.out, HasSubstr("retried 1"));
+  ASSERT_TRUE(WaitDrained(60s)) << bigger->Stderr();
+  EXPECT_EQ(Scalar("SELECT count(*) FROM outbox.dead_letters"), 0);
+  auto all = test::ReadTopic(kafka_.bootstrap(), topic_, 501, 60s, 500ms);
+  EXPECT_EQ(all.size(), 501u);
+  EXPECT_EQ(test::RunProcess({test::RelayBinary(), "dead-letters", "drop", "12345", "--db", db_}).code, 1);
+}
+
+TEST_F(RelayE2e, SigtermDuringLoadExitsZeroAndRestartPublishesNoDuplicates) {
+  constexpr int kMessages = 20000;
+  Prefill(kMessages, 32);
+  auto relay = StartRelay({"--batch-size", "100"});
+  ASSERT_TRUE(test::WaitUntil([&] { return Pending() < kMessages - 3000; }, 60s)) << relay->Stderr();
+  relay->Signal(SIGTERM);
+  ASSERT_EQ(relay->Wait(60s), 0) << relay->Stderr();
+  EXPECT_GT(Pending(), 0) << "the test wanted to stop mid-drain";
+  auto again = StartRelay({"--batch-size", "100"});
+  ASSERT_TRUE(WaitDrained()) << again->Stderr();
+  auto rep = test::Analyze(test::ReadTopic(kafka_.bootstrap(), topic_, kMessages, 120s, 2s));
+  EXPECT_EQ(rep.distinct, kMessages);
+  EXPECT_EQ(rep.duplicates, 0);
+  EXPECT_EQ(rep.out_of_order_keys, 0) << rep.first_problem;
+}
+
+TEST_F(RelayE2e, StatusReportsPendingAndDeadLetters) {
+  Prefill(30, 3);
+  auto text = test::RunProcess({test::RelayBinary(), "status", "--db", db_});
+  EXPECT_EQ(text.code, 0) << text.err;
+  EXPECT_THAT(text.out, HasSubstr("outbox: 30 pending"));
+  auto json = test::RunProcess({test::RelayBinary(), "status", "--db", db_, "--json"});
+  EXPECT_EQ(json.code, 0);
+  EXPECT_THAT(json.out, HasSubstr("\"pending\": 30"));
+  EXPECT_THAT(json.out, HasSubstr("\"dead_letters\": 0"));
+}
+
+TEST_F(RelayE2e, OutboxStaysBoundedUnderSustainedLoad) {
+  {
+    pqxx::connection c{db_};
+    pqxx::nontransaction tx{c};
+    tx.exec("ALTER SYSTEM SET autovacuum_naptime = '1s'");
+    tx.exec("SELECT pg_reload_conf()");
+  }
+  auto relay = StartRelay();
+  auto size = [&] { return Scalar("SELECT pg_total_relation_size('outbox.messages')"); };
+  auto round = [&](int n) {
+    for (int i = 0; i < n / 2000; ++i) Prefill(2000, 50);
+    ASSERT_TRUE(WaitDrained()) << relay->Stderr();
+  };
+  round(20000);
+  long long first = size();
+  for (int i = 0; i < 5; ++i) round(20000);
+  // Let autovacuum catch up with the last round before measuring.
+  ASSERT_TRUE(test::WaitUntil([&] {
+    return Scalar("SELECT n_dead_tup FROM pg_stat_user_tables WHERE relid = 'outbox.messages'::regclass") < 5000;
+  }, 60s));
+  long long after = size();
+  std::cout << "outbox.messages total size after 20k: " << first << " bytes; after 120k: " << after << " bytes\n";
+  RecordProperty("size_after_20k", first);
+  RecordProperty("size_after_120k", after);
+  EXPECT_LE(after, 2 * first + 1024 * 1024) << "the outbox grows with the number of messages ever published";
+  {
+    pqxx::connection c{db_};
+    pqxx::nontransaction tx{c};
+    tx.exec("ALTER SYSTEM RESET autovacuum_naptime");
+    tx.exec("SELECT pg_reload_conf()");
+  }
+}
+
+}  // namespace
+}  // namespace outbox
