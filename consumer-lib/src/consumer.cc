@@ -1,0 +1,499 @@
+#include "outbox/consumer.h"
+
+#include <algorithm>
+#include <iostream>
+#include <random>
+#include <regex>
+
+#include "inbox.h"
+#include "kafka.h"
+
+namespace outbox {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using internal::TopicPartition;
+using std::chrono::milliseconds;
+
+constexpr milliseconds kFirstDbBackoff{100};
+constexpr milliseconds kMaxDbBackoff{5000};
+constexpr size_t kMaxErrorBytes = 4000;
+// Stop() promises to be callable from a signal handler.
+static_assert(std::atomic<bool>::is_always_lock_free);
+
+enum class FailureKind {
+  kRetryable,       // counts as an attempt; retried with backoff
+  kPermanent,       // counts as an attempt; straight to the dead-letter topic
+  kInfrastructure,  // our database connection failed: not the message's fault, not counted
+};
+
+struct Failure {
+  FailureKind kind;
+  std::string what;
+};
+
+// The one place that decides what a failure means. `db_lost`: our connection is gone
+// (a broken_connection thrown by some other connection of the handler is its own failure).
+Failure Classify(std::exception_ptr e, bool db_lost) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const PermanentError& x) {
+    return {FailureKind::kPermanent, x.what()};
+  } catch (const pqxx::broken_connection& x) {
+    return {db_lost ? FailureKind::kInfrastructure : FailureKind::kRetryable, x.what()};
+  } catch (const pqxx::in_doubt_error& x) {
+    // The commit may or may not have happened; the next attempt's inbox insert tells.
+    return {db_lost ? FailureKind::kInfrastructure : FailureKind::kRetryable, x.what()};
+  } catch (const std::exception& x) {
+    return {FailureKind::kRetryable, x.what()};
+  } catch (...) {
+    return {FailureKind::kRetryable, "handler threw a non-std::exception"};
+  }
+}
+
+std::string What(std::exception_ptr e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& x) {
+    return x.what();
+  } catch (...) {
+    return "unknown exception";
+  }
+}
+
+std::string OneLine(std::string s) {
+  std::replace(s.begin(), s.end(), '\n', ' ');
+  while (!s.empty() && s.back() == ' ') s.pop_back();
+  return s;
+}
+
+std::string Describe(const Message& m) {
+  return "topic=" + m.topic + " partition=" + std::to_string(m.partition) +
+         " offset=" + std::to_string(m.offset) + " message_id=" + m.message_id;
+}
+
+const char* LevelName(LogLevel level) {
+  switch (level) {
+    case LogLevel::kDebug:
+      return "debug";
+    case LogLevel::kInfo:
+      return "info";
+    case LogLevel::kWarn:
+      return "warning";
+    case LogLevel::kError:
+      return "error";
+  }
+  return "?";
+}
+
+std::vector<std::string> ValidateOptions(const ConsumerOptions& o, const Handler& handler) {
+  static const std::regex kTopic{"^[A-Za-z0-9._-]{1,249}$"};
+  std::vector<std::string> p;
+  if (o.brokers.empty()) p.push_back("brokers must not be empty");
+  if (o.group.empty()) p.push_back("group must not be empty");
+  if (o.topics.empty()) p.push_back("topics must name at least one topic");
+  for (const auto& t : o.topics) {
+    if (!std::regex_match(t, kTopic) || t == "." || t == "..") {
+      p.push_back("topics: '" + t + "' is not a valid Kafka topic name");
+    }
+  }
+  if (o.conninfo.empty()) p.push_back("conninfo must not be empty");
+  if (!handler) p.push_back("handler must not be empty");
+  for (auto& r : Validate(o.retry)) p.push_back(r);
+  if (o.poll_timeout.count() <= 0) p.push_back("poll_timeout must be positive");
+  if (o.retry_scan_interval.count() <= 0) p.push_back("retry_scan_interval must be positive");
+  if (o.dlq_timeout.count() <= 0) p.push_back("dlq_timeout must be positive");
+  return p;
+}
+
+}  // namespace
+
+class Consumer::Impl {
+ public:
+  Impl(ConsumerOptions options, Handler handler)
+      : options_(std::move(options)), handler_(std::move(handler)) {
+    auto problems = ValidateOptions(options_, handler_);
+    auto log = [this](LogLevel level, const std::string& line) { Log(level, line); };
+    // The producer first: the consumer is created (and subscribed) only if every option
+    // is valid, so a throwing constructor never leaves group callbacks behind.
+    dlq_ = std::make_unique<internal::DlqProducer>(options_, log, problems);
+    kafka_ = std::make_unique<internal::KafkaConsumer>(
+        options_, log, [this](const std::vector<TopicPartition>& tps) { Revoked(tps); }, problems);
+    if (!problems.empty()) {
+      std::string all;
+      for (const auto& p : problems) all += (all.empty() ? "" : "; ") + p;
+      throw Error("invalid consumer options: " + all);
+    }
+    rng_.seed(std::random_device{}());
+  }
+
+  ~Impl() {
+    // Leave the group first: its revoke callback still uses this object.
+    if (kafka_) kafka_->Close();
+  }
+
+  StepResult Step(milliseconds timeout);
+  milliseconds poll_timeout() const { return options_.poll_timeout; }
+
+  ConsumerStats Stats() const {
+    ConsumerStats s;
+    s.handled = handled_;
+    s.duplicates = duplicates_;
+    s.failed_attempts = failed_attempts_;
+    s.parked = parked_;
+    s.dead_lettered = dead_lettered_;
+    return s;
+  }
+
+ private:
+  enum class Source {
+    kLive,    // just fetched; its offset is committed when done
+    kParked,  // a row of inbox.retries; the row is deleted when done
+  };
+
+  // A live message this consumer keeps in memory while its partition is paused: it
+  // waits for a retry (ordered mode) or for the database / the DLQ to come back.
+  struct Held {
+    Message message;
+    Clock::time_point due;
+    // Set when the attempts are over and only the dead-letter send is left.
+    bool dead_letter = false;
+    int attempts = 0;
+    std::string last_error;
+    bool permanent = false;
+    // Records after it were delivered despite the pause and dropped: seek before resume.
+    bool refetch = false;
+  };
+  static Held Keep(Message m, Clock::time_point due = {}) {
+    Held h;
+    h.message = std::move(m);
+    h.due = due;
+    return h;
+  }
+  static Held KeepForDeadLetter(Message m, Clock::time_point due, int attempts, std::string error,
+                                bool permanent) {
+    Held h = Keep(std::move(m), due);
+    h.dead_letter = true;
+    h.attempts = attempts;
+    h.last_error = std::move(error);
+    h.permanent = permanent;
+    return h;
+  }
+
+  StepResult Attempt(Message msg, Source source, std::unique_ptr<pqxx::work> tx);
+  StepResult Failed(Message msg, Source source, const Failure& failure,
+                    const std::string& started_at);
+  StepResult DeadLetter(const Message& msg, Source source, int attempts, const std::string& error,
+                        bool permanent);
+  StepResult DatabaseTrouble(Held held, Source source, std::exception_ptr error);
+  StepResult RunParked(Clock::time_point now);
+  void Hold(Held held);
+  void Done(const Message& msg, Source source);
+  void Revoked(const std::vector<TopicPartition>& tps);
+  pqxx::connection& Db();
+  void Log(LogLevel level, const std::string& line) const;
+
+  ConsumerOptions options_;
+  Handler handler_;
+  // Declared before kafka_ so it outlives the revoke callback during kafka_'s close.
+  std::map<TopicPartition, Held> held_;  // paused partitions and their message
+  std::unique_ptr<internal::KafkaConsumer> kafka_;
+  std::unique_ptr<internal::DlqProducer> dlq_;
+  std::unique_ptr<pqxx::connection> db_;
+  Clock::time_point next_scan_{};        // when inbox.retries is due to be scanned
+  bool kafka_turn_ = false;              // poll Kafka before the next parked message
+  milliseconds db_backoff_ = kFirstDbBackoff;
+  std::mt19937_64 rng_;
+  std::atomic<std::uint64_t> handled_{0}, duplicates_{0}, failed_attempts_{0}, parked_{0},
+      dead_lettered_{0};
+};
+
+void Consumer::Impl::Log(LogLevel level, const std::string& line) const {
+  if (options_.log) {
+    options_.log(level, line);
+  } else if (level == LogLevel::kWarn || level == LogLevel::kError) {
+    std::cerr << "outbox consumer " << LevelName(level) << ": " << line << '\n';
+  }
+}
+
+pqxx::connection& Consumer::Impl::Db() {
+  if (!db_ || !db_->is_open()) db_ = std::make_unique<pqxx::connection>(options_.conninfo);
+  return *db_;
+}
+
+StepResult Consumer::Impl::Step(milliseconds timeout) {
+  auto now = Clock::now();
+  // 1. A held message whose time has come, earliest first.
+  auto due = held_.end();
+  for (auto it = held_.begin(); it != held_.end(); ++it) {
+    if (it->second.due <= now && (due == held_.end() || it->second.due < due->second.due)) due = it;
+  }
+  if (due != held_.end()) {
+    Held h = due->second;
+    if (h.dead_letter)
+      return DeadLetter(h.message, Source::kLive, h.attempts, h.last_error, h.permanent);
+    return Attempt(std::move(h.message), Source::kLive, nullptr);
+  }
+  // 2. A parked message that is due (alternating with Kafka so neither starves).
+  if (!kafka_turn_ && now >= next_scan_) {
+    if (auto r = RunParked(now); r != StepResult::kIdle) return r;
+  }
+  kafka_turn_ = false;
+  // 3. The next record, waiting no longer than the next held or parked message.
+  auto until = now + timeout;
+  for (const auto& [tp, h] : held_) until = std::min(until, h.due);
+  until = std::min(until, std::max(next_scan_, now));
+  auto wait = std::chrono::duration_cast<milliseconds>(until - now);
+  auto record = kafka_->Poll(std::max(wait, milliseconds(0)));
+  if (!record) return StepResult::kIdle;
+  TopicPartition tp{record->topic, record->partition};
+  if (auto it = held_.find(tp); it != held_.end()) {
+    // Fetched before the pause took effect. Dropped (not acknowledged) and fetched again
+    // after the held message is done, so the partition's order is kept.
+    it->second.refetch = true;
+    return StepResult::kIdle;
+  }
+  auto id = record->headers.find("message_id");
+  record->message_id = id != record->headers.end() && !id->second.empty()
+                           ? id->second
+                           : record->topic + "/" + std::to_string(record->partition) + "/" +
+                                 std::to_string(record->offset);
+  return Attempt(std::move(*record), Source::kLive, nullptr);
+}
+
+StepResult Consumer::Impl::RunParked(Clock::time_point now) {
+  std::unique_ptr<pqxx::work> tx;
+  std::optional<internal::Parked> parked;
+  try {
+    tx = std::make_unique<pqxx::work>(Db());
+    parked = internal::LockDueParked(*tx, options_.group);
+    if (!parked) tx->commit();
+  } catch (...) {
+    tx.reset();
+    return DatabaseTrouble(Held{}, Source::kParked, std::current_exception());
+  }
+  if (!parked) {
+    next_scan_ = now + options_.retry_scan_interval;
+    return StepResult::kIdle;
+  }
+  next_scan_ = now;  // more may be due
+  kafka_turn_ = true;
+  if (parked->dead_letter) {
+    tx->commit();
+    return DeadLetter(parked->message, Source::kParked, parked->attempts, parked->last_error,
+                      parked->permanent);
+  }
+  return Attempt(std::move(parked->message), Source::kParked, std::move(tx));
+}
+
+StepResult Consumer::Impl::Attempt(Message msg, Source source, std::unique_ptr<pqxx::work> tx) {
+  // Phase 1: claim the inbox row. A failure here is the database's, never the message's.
+  std::string started_at;
+  try {
+    if (!tx) tx = std::make_unique<pqxx::work>(Db());
+    auto claimed = internal::ClaimInbox(*tx, options_.group, msg, source == Source::kLive);
+    if (!claimed) {
+      // Already handled or dead-lettered (a redelivery), or parked and owned by the
+      // retry path: acknowledge without running the handler.
+      if (source == Source::kParked) internal::DeleteParked(*tx, options_.group, msg.message_id);
+      tx->commit();
+      tx.reset();
+      ++duplicates_;
+      Log(LogLevel::kDebug, "skipped duplicate " + Describe(msg));
+      Done(msg, source);
+      return StepResult::kDuplicate;
+    }
+    started_at = *claimed;
+  } catch (...) {
+    tx.reset();
+    return DatabaseTrouble(Keep(msg), source, std::current_exception());
+  }
+  // Phase 2: the handler and the commit of its writes (with the inbox row).
+  std::exception_ptr error;
+  try {
+    handler_(msg, *tx);
+    if (source == Source::kParked) internal::DeleteParked(*tx, options_.group, msg.message_id);
+    tx->commit();
+  } catch (...) {
+    error = std::current_exception();
+  }
+  tx.reset();
+  if (!error) {
+    db_backoff_ = kFirstDbBackoff;
+    ++handled_;
+    Log(LogLevel::kDebug, "handled " + Describe(msg));
+    if (options_.after_commit_for_test) options_.after_commit_for_test(msg);
+    Done(msg, source);
+    return StepResult::kHandled;
+  }
+  Failure failure = Classify(error, !db_ || !db_->is_open());
+  switch (failure.kind) {
+    case FailureKind::kInfrastructure:
+      return DatabaseTrouble(Keep(msg), source, error);
+    case FailureKind::kRetryable:
+    case FailureKind::kPermanent:
+      return Failed(std::move(msg), source, failure, started_at);
+  }
+  return StepResult::kDeferred;
+}
+
+StepResult Consumer::Impl::Failed(Message msg, Source source, const Failure& failure,
+                                  const std::string& started_at) {
+  bool permanent = failure.kind == FailureKind::kPermanent;
+  int attempt = 0;
+  bool last = false;
+  std::optional<milliseconds> delay;
+  // Parked: in ordered mode too (rows left by an earlier unordered run stay parked).
+  bool park = options_.mode == RetryMode::kUnordered || source == Source::kParked;
+  try {
+    pqxx::work tx{Db()};
+    attempt = internal::FailedAttempts(tx, options_.group, msg.message_id) + 1;
+    last = permanent || attempt >= options_.retry.max_attempts;
+    if (!last)
+      delay =
+          BackoffDelay(options_.retry, attempt, std::uniform_real_distribution<double>{0, 1}(rng_));
+    internal::RecordFailedAttempt(tx, options_.group, msg, attempt, started_at, failure.what,
+                                  permanent, delay);
+    if (!last && park)
+      internal::Park(tx, options_.group, {msg, attempt, failure.what, permanent, false}, *delay);
+    tx.commit();
+  } catch (...) {
+    return DatabaseTrouble(Keep(msg), source, std::current_exception());
+  }
+  ++failed_attempts_;
+  Log(LogLevel::kWarn, "handler failed " + Describe(msg) + " attempt=" + std::to_string(attempt) +
+                           "/" + std::to_string(options_.retry.max_attempts) +
+                           " kind=" + (permanent ? "permanent" : "retryable") +
+                           (last ? std::string(" next=dead-letter")
+                                 : " retry_in_ms=" + std::to_string(delay->count())) +
+                           " error=" + OneLine(internal::CleanText(failure.what, kMaxErrorBytes)));
+  if (last) return DeadLetter(msg, source, attempt, failure.what, permanent);
+  if (park) {
+    next_scan_ = std::min(next_scan_, Clock::now() + *delay);
+    if (source == Source::kParked) return StepResult::kFailedAttempt;
+    ++parked_;
+    Done(msg, source);  // the partition moves on; the row carries the message now
+    return StepResult::kParked;
+  }
+  Hold(Keep(std::move(msg), Clock::now() + *delay));
+  return StepResult::kFailedAttempt;
+}
+
+StepResult Consumer::Impl::DeadLetter(const Message& msg, Source source, int attempts,
+                                      const std::string& error, bool permanent) {
+  std::vector<std::pair<std::string, std::string>> headers(msg.headers.begin(), msg.headers.end());
+  headers.emplace_back("dlq_error", internal::CleanText(error, kMaxErrorBytes));
+  headers.emplace_back("dlq_error_kind", permanent ? "permanent" : "retryable");
+  headers.emplace_back("dlq_attempts", std::to_string(attempts));
+  headers.emplace_back("dlq_original_topic", msg.topic);
+  headers.emplace_back("dlq_original_partition", std::to_string(msg.partition));
+  headers.emplace_back("dlq_original_offset", std::to_string(msg.offset));
+  headers.emplace_back("dlq_group", options_.group);
+  headers.emplace_back("dlq_message_id", msg.message_id);
+  std::string dlq_topic = msg.topic + ".dlq";
+  if (auto err = dlq_->Send(dlq_topic, msg.key, msg.payload, headers)) {
+    // Not acknowledged: try again later rather than lose the message.
+    auto delay = std::max(options_.retry.max_delay, milliseconds(1000));
+    Log(LogLevel::kError, "dead-letter send failed " + Describe(msg) + " dlq_topic=" + dlq_topic +
+                              " error=" + *err + " retry_in_ms=" + std::to_string(delay.count()));
+    if (source == Source::kLive) {
+      Hold(KeepForDeadLetter(msg, Clock::now() + delay, attempts, error, permanent));
+      return StepResult::kDeferred;
+    }
+    try {
+      pqxx::work tx{Db()};
+      internal::Park(tx, options_.group, {msg, attempts, error, permanent, true}, delay);
+      tx.commit();
+    } catch (...) {
+      return DatabaseTrouble(Held{}, source, std::current_exception());
+    }
+    return StepResult::kDeferred;
+  }
+  try {
+    pqxx::work tx{Db()};
+    internal::MarkDeadLettered(tx, options_.group, msg);
+    if (source == Source::kParked) internal::DeleteParked(tx, options_.group, msg.message_id);
+    tx.commit();
+  } catch (...) {
+    // Sent but not recorded: it is sent again later (the DLQ may get a duplicate, which
+    // carries the same dlq_message_id).
+    return DatabaseTrouble(KeepForDeadLetter(msg, {}, attempts, error, permanent), source,
+                           std::current_exception());
+  }
+  ++dead_lettered_;
+  Log(LogLevel::kError, "dead-lettered " + Describe(msg) + " dlq_topic=" + dlq_topic +
+                            " attempts=" + std::to_string(attempts));
+  Done(msg, source);
+  return StepResult::kDeadLettered;
+}
+
+StepResult Consumer::Impl::DatabaseTrouble(Held held, Source source, std::exception_ptr error) {
+  Log(LogLevel::kError, "database unavailable, will retry in " +
+                            std::to_string(db_backoff_.count()) +
+                            " ms: " + OneLine(internal::CleanText(What(error), kMaxErrorBytes)));
+  db_.reset();  // reconnect on next use
+  auto due = Clock::now() + db_backoff_;
+  db_backoff_ = std::min(db_backoff_ * 2, kMaxDbBackoff);
+  if (source == Source::kLive) {
+    held.due = due;
+    Hold(std::move(held));
+  } else {
+    next_scan_ = due;  // the parked row stays where it is
+  }
+  return StepResult::kDeferred;
+}
+
+void Consumer::Impl::Hold(Held held) {
+  TopicPartition tp{held.message.topic, held.message.partition};
+  auto it = held_.find(tp);
+  if (it == held_.end()) {
+    kafka_->Pause(tp);
+    held_.emplace(tp, std::move(held));
+  } else {
+    held.refetch = held.refetch || it->second.refetch;
+    it->second = std::move(held);
+  }
+}
+
+void Consumer::Impl::Done(const Message& msg, Source source) {
+  if (source == Source::kParked) return;
+  TopicPartition tp{msg.topic, msg.partition};
+  // The ack. If it fails (e.g. the partition moved to another member meanwhile), the
+  // record is delivered again and the inbox skips it.
+  if (auto err = kafka_->Commit(tp, msg.offset + 1)) {
+    Log(LogLevel::kWarn, "offset commit failed " + Describe(msg) + " error=" + *err);
+  }
+  if (auto it = held_.find(tp); it != held_.end() && it->second.message.offset == msg.offset) {
+    bool refetch = it->second.refetch;
+    held_.erase(it);
+    if (refetch) kafka_->Seek(tp, msg.offset + 1);
+    kafka_->Resume(tp);
+  }
+}
+
+void Consumer::Impl::Revoked(const std::vector<TopicPartition>& tps) {
+  for (const auto& tp : tps) {
+    if (auto it = held_.find(tp); it != held_.end()) {
+      Log(LogLevel::kInfo, "partition revoked while holding " + Describe(it->second.message) +
+                               "; its next owner redelivers it");
+      held_.erase(it);
+    }
+  }
+}
+
+Consumer::Consumer(ConsumerOptions options, Handler handler)
+    : impl_(std::make_unique<Impl>(std::move(options), std::move(handler))) {}
+
+Consumer::~Consumer() = default;
+
+void Consumer::Run() {
+  while (!stop_.load(std::memory_order_relaxed)) impl_->Step(impl_->poll_timeout());
+}
+
+StepResult Consumer::Step(std::chrono::milliseconds timeout) { return impl_->Step(timeout); }
+
+void Consumer::Stop() noexcept { stop_.store(true, std::memory_order_relaxed); }
+
+ConsumerStats Consumer::stats() const { return impl_->Stats(); }
+
+}  // namespace outbox

@@ -1,0 +1,250 @@
+#pragma once
+
+// Shared by the consumer tests: a fresh migrated database, a Kafka (mock or
+// OUTBOX_TEST_BROKERS), and plain librdkafka clients to produce records and read them back.
+
+#include <gtest/gtest.h>
+#include <librdkafka/rdkafka.h>
+#include <outbox/consumer.h>
+#include <spdlog/sinks/null_sink.h>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <pqxx/pqxx>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "kafka_cluster.h"
+#include "migrate.h"
+#include "pg_cluster.h"
+#include "wait.h"
+
+namespace outbox::test {
+
+// A record read back by ReadTopic.
+struct Record {
+  std::optional<std::string> key;
+  std::optional<std::string> value;
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::int64_t offset = 0;
+  std::string Header(const std::string& name) const {
+    for (const auto& [k, v] : headers) {
+      if (k == name) return v;
+    }
+    return "<missing " + name + ">";
+  }
+};
+
+inline void Produce(const std::string& bootstrap, const std::string& topic, std::int32_t partition,
+                    const std::optional<std::string>& key, const std::string& value,
+                    const std::vector<std::pair<std::string, std::string>>& headers) {
+  char err[512];
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap.c_str(), err, sizeof err);
+  rd_kafka_conf_set(conf, "log_level", "3", err, sizeof err);
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+  if (!rk) throw std::runtime_error(err);
+  rd_kafka_headers_t* hdrs = rd_kafka_headers_new(headers.size());
+  for (const auto& [k, v] : headers)
+    rd_kafka_header_add(hdrs, k.data(), -1, v.data(), static_cast<ssize_t>(v.size()));
+  void* key_ptr = key ? const_cast<char*>(key->data()) : nullptr;
+  size_t key_len = key ? key->size() : 0;
+  auto e =
+      rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic.c_str()), RD_KAFKA_V_PARTITION(partition),
+                        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(key_ptr, key_len),
+                        RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()),
+                        RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_END);
+  if (e) {
+    rd_kafka_headers_destroy(hdrs);
+    rd_kafka_destroy(rk);
+    throw std::runtime_error(std::string("produce: ") + rd_kafka_err2str(e));
+  }
+  auto flushed = rd_kafka_flush(rk, static_cast<int>(Scaled(std::chrono::seconds(30)).count()));
+  rd_kafka_destroy(rk);
+  if (flushed) throw std::runtime_error("produce: not delivered");
+}
+
+// Reads partition `partition` of `topic` from the beginning until `count` records arrived
+// or the deadline passed.
+inline std::vector<Record> ReadTopic(
+    const std::string& bootstrap, const std::string& topic, size_t count,
+    std::int32_t partition = 0, std::chrono::milliseconds deadline = std::chrono::seconds(30)) {
+  char err[512];
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap.c_str(), err, sizeof err);
+  rd_kafka_conf_set(conf, "group.id", "outbox-test-reader", err, sizeof err);
+  rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof err);
+  rd_kafka_conf_set(conf, "fetch.wait.max.ms", "10", err, sizeof err);
+  rd_kafka_conf_set(conf, "log_level", "3", err, sizeof err);
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
+  if (!rk) throw std::runtime_error(err);
+  rd_kafka_poll_set_consumer(rk);
+  rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(list, topic.c_str(), partition)->offset =
+      RD_KAFKA_OFFSET_BEGINNING;
+  rd_kafka_assign(rk, list);
+  rd_kafka_topic_partition_list_destroy(list);
+  std::vector<Record> out;
+  WaitUntil(
+      [&] {
+        rd_kafka_message_t* m = rd_kafka_consumer_poll(rk, 50);
+        if (!m) return out.size() >= count;
+        if (!m->err) {
+          Record r;
+          if (m->key) r.key = std::string(static_cast<const char*>(m->key), m->key_len);
+          if (m->payload) r.value = std::string(static_cast<const char*>(m->payload), m->len);
+          r.offset = m->offset;
+          rd_kafka_headers_t* hdrs = nullptr;
+          if (rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            const char* name;
+            const void* val;
+            size_t size;
+            for (size_t i = 0;
+                 rd_kafka_header_get_all(hdrs, i, &name, &val, &size) == RD_KAFKA_RESP_ERR_NO_ERROR;
+                 ++i) {
+              r.headers.emplace_back(name,
+                                     val ? std::string(static_cast<const char*>(val), size) : "");
+            }
+          }
+          out.push_back(std::move(r));
+        }
+        rd_kafka_message_destroy(m);
+        return out.size() >= count;
+      },
+      deadline);
+  rd_kafka_consumer_close(rk);
+  rd_kafka_destroy(rk);
+  return out;
+}
+
+// The offset committed by `group` for the partition (-1001 = none).
+inline std::int64_t CommittedOffset(const std::string& bootstrap, const std::string& group,
+                                    const std::string& topic, std::int32_t partition) {
+  char err[512];
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap.c_str(), err, sizeof err);
+  rd_kafka_conf_set(conf, "group.id", group.c_str(), err, sizeof err);
+  rd_kafka_conf_set(conf, "log_level", "3", err, sizeof err);
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
+  if (!rk) throw std::runtime_error(err);
+  rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(list, topic.c_str(), partition);
+  auto e = rd_kafka_committed(rk, list, static_cast<int>(Scaled(std::chrono::seconds(10)).count()));
+  std::int64_t offset = e ? -2 : list->elems[0].offset;
+  rd_kafka_topic_partition_list_destroy(list);
+  rd_kafka_destroy(rk);
+  return offset;
+}
+
+inline void MigrateDb(const std::string& db) {
+  spdlog::logger log{"null", std::make_shared<spdlog::sinks::null_sink_mt>()};
+  relay::Migrate(db, relay::EmbeddedMigrations(), log);
+}
+
+// Log lines of a consumer, kept for assertions and printed when a test fails.
+class LogCapture {
+ public:
+  LogSink Sink() {
+    return [this](LogLevel, const std::string& line) {
+      std::lock_guard lock{mu_};
+      lines_.push_back(line);
+    };
+  }
+  std::string All() const {
+    std::lock_guard lock{mu_};
+    std::string s;
+    for (const auto& l : lines_) s += l + "\n";
+    return s;
+  }
+  bool Contains(const std::string& text) const { return All().find(text) != std::string::npos; }
+
+ private:
+  mutable std::mutex mu_;  // Guards lines_.
+  std::vector<std::string> lines_;
+};
+
+// Fixture: fresh database with the schema and an `effects` table, a Kafka, one topic.
+class ConsumerFixture : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    db_ = FreshDatabase();
+    MigrateDb(db_);
+    pqxx::connection c{db_};
+    pqxx::work tx{c};
+    tx.exec(
+        "CREATE TABLE effects (id bigserial PRIMARY KEY, message_id text NOT NULL, key text, "
+        "payload text, "
+        "  done_at timestamptz NOT NULL DEFAULT clock_timestamp())");
+    tx.commit();
+    topic_ = UniqueTopic("orders");
+    kafka_.CreateTopic(topic_, 1);
+    kafka_.CreateTopic(topic_ + ".dlq", 1);
+  }
+
+  ConsumerOptions Options() {
+    ConsumerOptions o;
+    o.brokers = kafka_.bootstrap();
+    o.group = UniqueTopic("group");
+    o.topics = {topic_};
+    o.conninfo = db_;
+    // Mock cluster: a re-join takes about session.timeout.ms; empty fetches wait the
+    // full fetch.wait.max.ms.
+    o.kafka_consumer = {{"session.timeout.ms", "6000"},
+                        {"heartbeat.interval.ms", "500"},
+                        {"fetch.wait.max.ms", "10"}};
+    o.poll_timeout = std::chrono::milliseconds(50);
+    o.retry_scan_interval = std::chrono::milliseconds(50);
+    o.log = log_.Sink();
+    return o;
+  }
+
+  // Writes the effect of a message (what a handler does).
+  static void Effect(const Message& m, pqxx::work& tx) {
+    tx.exec_params("INSERT INTO effects (message_id, key, payload) VALUES ($1, $2, $3)",
+                   m.message_id, m.key, m.payload);
+  }
+
+  // Steps the consumer until pred holds (or the deadline passes); returns pred().
+  bool StepUntil(Consumer& c, const std::function<bool()>& pred,
+                 std::chrono::milliseconds deadline = std::chrono::seconds(60)) {
+    return WaitUntil(
+        [&] {
+          c.Step(std::chrono::milliseconds(50));
+          return pred();
+        },
+        deadline);
+  }
+
+  std::int64_t Count(const std::string& sql) {
+    pqxx::connection c{db_};
+    pqxx::work tx{c};
+    return tx.exec1(sql)[0].as<std::int64_t>();
+  }
+
+  std::vector<std::string> Column(const std::string& sql) {
+    pqxx::connection c{db_};
+    pqxx::work tx{c};
+    std::vector<std::string> out;
+    for (const auto& row : tx.exec(sql))
+      out.push_back(row[0].is_null() ? "NULL" : row[0].as<std::string>());
+    return out;
+  }
+
+  void Send(const std::optional<std::string>& key, const std::string& value,
+            const std::string& message_id,
+            std::vector<std::pair<std::string, std::string>> headers = {}) {
+    if (!message_id.empty()) headers.emplace_back("message_id", message_id);
+    Produce(kafka_.bootstrap(), topic_, 0, key, value, headers);
+  }
+
+  std::string db_;
+  KafkaCluster kafka_;
+  std::string topic_;
+  LogCapture log_;
+};
+
+}  // namespace outbox::test
