@@ -48,6 +48,8 @@ start() {
   if [ "$(id -u)" -eq 0 ]; then
     id postgres >/dev/null 2>&1 || die "user postgres does not exist (install postgresql-15)"
     chown postgres "$dir" "$dir/sock"
+    runuser -u postgres -- test -x "$dir" ||
+      die "user postgres cannot reach $dir: make its parent directories traversable (chmod o+x)"
   fi
   as_owner "$PGBIN/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 --no-sync \
     >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; die "initdb failed"; }

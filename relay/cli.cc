@@ -253,7 +253,7 @@ bool ValidHostPort(const std::string& s) {
   std::smatch m;
   if (!std::regex_match(s, m, kHostPort)) return false;
   int port = std::stoi(m[2]);
-  return port >= 1 && port <= 65535;
+  return port >= 0 && port <= 65535;  // 0: any free port (logged at start)
 }
 
 void CheckBrokers(const std::string& brokers, std::vector<std::string>& problems) {

@@ -48,6 +48,7 @@ int RunRelay(const RunConfig& c, std::shared_ptr<spdlog::logger> log) {
   if (!c.metrics_listen.empty()) {
     server = std::make_unique<MetricsServer>(c.metrics_listen, registry);
     server->SetReadyCheck([&relay] { return relay.ready(); });
+    log->info("serving /metrics /healthz /readyz port={}", server->port());
   }
   StatsPoller stats{c.db, c.stats_interval, metrics, log};
   return relay.Run(stop, wake[0]);
