@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <regex>
+#include <set>
 
 #include "cli.h"
 #include "errors.h"
@@ -196,6 +198,39 @@ TEST(Cli, FlagValuesAreBooleans) {
   EXPECT_TRUE(ParseCommandLine({"status", "--db", "x=1", "--json"}, {}).status.json);
   EXPECT_FALSE(ParseCommandLine({"status", "--db", "x=1", "--json=false"}, {}).status.json);
   EXPECT_THAT(ProblemsOf({"status", "--db", "x=1", "--json=maybe"}), Contains(HasSubstr("true or false")));
+}
+
+}  // namespace
+}  // namespace outbox::relay
+
+namespace outbox::relay {
+namespace {
+
+// ops/relay.conf.example must document every `run` option, and what it shows must parse.
+TEST(Cli, ExampleConfigDocumentsEveryRunOptionAndParses) {
+  std::ifstream in{test::SourceDir() + "/ops/relay.conf.example"};
+  ASSERT_TRUE(in) << "ops/relay.conf.example missing";
+  std::string line, uncommented;
+  std::set<std::string> documented;
+  static const std::regex kLine{R"(^# ([a-z-]+) = (.*)$)"};
+  while (std::getline(in, line)) {
+    std::smatch m;
+    if (!std::regex_match(line, m, kLine)) continue;
+    documented.insert(m[1]);
+    std::string value = m[2];
+    if (value.find("...") != std::string::npos) continue;  // placeholders for secrets
+    uncommented += std::string(m[1]) + " = " + value + "\n";
+  }
+  test::TempDir dir;
+  std::ofstream{dir.path() + "/relay.conf"} << uncommented;
+  EXPECT_NO_THROW(ParseCommandLine({"run", "--config", dir.path() + "/relay.conf"}, {}));
+  auto help = ParseCommandLine({"run", "--help"}, {}).help_text;
+  static const std::regex kOption{R"(--([a-z-]+) )"};
+  for (std::sregex_iterator it{help.begin(), help.end(), kOption}, end; it != end; ++it) {
+    std::string name = (*it)[1];
+    if (name == "help" || name == "config") continue;
+    EXPECT_TRUE(documented.count(name)) << "ops/relay.conf.example does not document --" << name;
+  }
 }
 
 }  // namespace
