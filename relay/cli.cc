@@ -67,7 +67,10 @@ const std::vector<CommandSpec>& Commands() {
          Kind::kList},
         {"check-after", "half messages: first check-back after this age (default 6s)"},
         {"check-interval", "half messages: time between check-backs (default 60s)"},
-        {"check-max", "half messages: inconclusive checks before parking (default 15)"}}},
+        {"check-max", "half messages: inconclusive checks before parking (default 15)"},
+        {"check-timeout", "half messages: timeout of one check-back request (default 10s)"},
+        {"check-concurrency", "half messages: check-back requests in flight at once, 1..1000 "
+                              "(default 16)"}}},
       {"status", Command::kStatus, "outbox-relay status --db CONNINFO [--json]",
        "Show pending messages per lane, oldest pending age, and dead letters.",
        {{"db", "libpq conninfo of the outbox database (required)"},
@@ -98,6 +101,14 @@ const std::vector<CommandSpec>& Commands() {
        "them back into the outbox (retry), or delete them (drop).",
        {{"db", "libpq conninfo of the outbox database (required)"},
         {"all", "retry/drop every dead letter", Kind::kFlag},
+        {"json", "list as JSON", Kind::kFlag}}},
+      {"prepared", Command::kPrepared,
+       "outbox-relay prepared list|resume|drop [GID...] [--all] --db CONNINFO",
+       "Operate on half messages not yet committed or rolled back (outbox.prepared): list\n"
+       "them, check them back again at once with a fresh --check-max count (resume: a\n"
+       "\"committed\" answer publishes), or discard them without publishing (drop).",
+       {{"db", "libpq conninfo of the outbox database (required)"},
+        {"all", "resume/drop every parked half message", Kind::kFlag},
         {"json", "list as JSON", Kind::kFlag}}},
   };
   return kCommands;
@@ -376,6 +387,34 @@ void FillRun(const Layered& v, RunConfig& c, std::vector<std::string>& problems)
   c.check_interval =
       v.Duration("check-interval", c.check_interval, milliseconds{1}, milliseconds{86400000});
   c.check_max = v.Int("check-max", c.check_max, 1, 1000);
+  c.check_timeout = v.Duration("check-timeout", c.check_timeout, milliseconds{100}, milliseconds{600000});
+  c.check_concurrency = v.Int("check-concurrency", c.check_concurrency, 1, 1000);
+}
+
+void FillPrepared(const Layered& v, const std::vector<std::string>& positional, PreparedConfig& c,
+                  std::vector<std::string>& problems) {
+  c.db = v.Required("db");
+  c.all = v.Flag("all");
+  c.json = v.Flag("json");
+  if (positional.empty()) {
+    problems.push_back("prepared: say what to do: list, resume or drop");
+    return;
+  }
+  c.action = positional[0];
+  if (c.action != "list" && c.action != "resume" && c.action != "drop") {
+    problems.push_back("prepared: unknown action '" + c.action + "' (list, resume or drop)");
+    return;
+  }
+  c.gids.assign(positional.begin() + 1, positional.end());
+  if (c.action == "list" && (!c.gids.empty() || c.all)) {
+    problems.push_back("prepared list: takes no gids and no --all");
+  }
+  if (c.action != "list" && c.gids.empty() && !c.all) {
+    problems.push_back("prepared " + c.action + ": give gids or --all");
+  }
+  if (c.action != "list" && !c.gids.empty() && c.all) {
+    problems.push_back("prepared " + c.action + ": give gids or --all, not both");
+  }
 }
 
 void FillDeadLetters(const Layered& v, const std::vector<std::string>& positional,
@@ -502,7 +541,7 @@ Invocation ParseCommandLine(const std::vector<std::string>& args, const Environm
   } catch (const po::error& e) {
     problems.push_back(std::string(cmd.name) + ": " + e.what());
   }
-  if (cmd.command != Command::kDeadLetters) {
+  if (cmd.command != Command::kDeadLetters && cmd.command != Command::kPrepared) {
     for (const auto& p : positional) {
       problems.push_back(std::string(cmd.name) + ": unexpected argument '" + p + "'");
     }
@@ -582,6 +621,9 @@ Invocation ParseCommandLine(const std::vector<std::string>& args, const Environm
       break;
     case Command::kDeadLetters:
       FillDeadLetters(values, positional, inv.dead_letters, problems);
+      break;
+    case Command::kPrepared:
+      FillPrepared(values, positional, inv.prepared, problems);
       break;
     case Command::kHelp:
     case Command::kVersion:

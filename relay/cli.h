@@ -8,7 +8,7 @@
 
 namespace outbox::relay {
 
-enum class Command { kHelp, kVersion, kMigrate, kRun, kStatus, kNotify, kDevKafka, kDeadLetters };
+enum class Command { kHelp, kVersion, kMigrate, kRun, kStatus, kNotify, kDevKafka, kDeadLetters, kPrepared };
 
 // What the command line asked for, fully validated. Only the config of `command` is set.
 struct Invocation {
@@ -21,6 +21,7 @@ struct Invocation {
   NotifyConfig notify;
   DevKafkaConfig dev_kafka;
   DeadLettersConfig dead_letters;
+  PreparedConfig prepared;
 };
 
 using Environment = std::map<std::string, std::string>;

@@ -6,12 +6,14 @@
 #include <iostream>
 #include <prometheus/registry.h>
 
+#include "check_back.h"
 #include "db.h"
 #include "dev_kafka.h"
 #include "errors.h"
 #include "metrics_server.h"
 #include "migrate.h"
 #include "notify_command.h"
+#include "prepared_command.h"
 #include "redact.h"
 #include "relay.h"
 #include "relay_metrics.h"
@@ -51,6 +53,7 @@ int RunRelay(const RunConfig& c, std::shared_ptr<spdlog::logger> log) {
     log->info("serving /metrics /healthz /readyz port={}", server->port());
   }
   StatsPoller stats{c.db, c.stats_interval, metrics, log};
+  CheckBack check_back{c, log, metrics};  // half messages: own thread and session (issue 5)
   return relay.Run(stop, wake[0]);
 }
 
@@ -70,6 +73,8 @@ int RunCommand(const Invocation& inv, std::shared_ptr<spdlog::logger> log) {
       return RunStatus(inv.status, std::cout);
     case Command::kDeadLetters:
       return RunDeadLetters(inv.dead_letters, std::cout, std::cerr);
+    case Command::kPrepared:
+      return RunPrepared(inv.prepared, std::cout, std::cerr);
     case Command::kHelp:
     case Command::kVersion:
       return kExitOk;

@@ -38,6 +38,8 @@ struct RunConfig {
   std::chrono::milliseconds check_after{6000};     // half messages: first check-back
   std::chrono::milliseconds check_interval{60000}; // half messages: between checks
   int check_max = 15;                               // half messages: checks before parking
+  std::chrono::milliseconds check_timeout{10000};  // half messages: one whole check-back GET
+  int check_concurrency = 16;                       // half messages: checks in flight at once
 };
 
 struct StatusConfig {
@@ -72,6 +74,14 @@ struct DeadLettersConfig {
   std::string action;           // list, retry, drop
   std::vector<std::int64_t> ids;  // dead letter ids (outbox ids) for retry/drop
   bool all = false;             // retry/drop every dead letter
+  bool json = false;            // list as JSON
+};
+
+struct PreparedConfig {
+  std::string db;
+  std::string action;           // list, resume, drop
+  std::vector<std::string> gids;  // half messages (gid) for resume/drop
+  bool all = false;             // resume/drop every parked half message
   bool json = false;            // list as JSON
 };
 

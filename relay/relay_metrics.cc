@@ -29,6 +29,16 @@ RelayMetrics::RelayMetrics(prometheus::Registry& r)
       pending(BuildGauge().Name("outbox_relay_pending_messages")
                   .Help("Rows waiting in outbox.messages, by lane").Register(r)),
       oldest_pending(BuildGauge().Name("outbox_relay_oldest_pending_age_seconds")
-                         .Help("Age of the oldest waiting row, by lane").Register(r)) {}
+                         .Help("Age of the oldest waiting row, by lane").Register(r)),
+      checkbacks(BuildCounter().Name("outbox_relay_checkbacks_total")
+                     .Help("Half-message check-backs by result: committed, rolled_back, pending, "
+                           "http_error, malformed, unreachable").Register(r)),
+      prepared_parked(BuildCounter().Name("outbox_relay_prepared_parked_total")
+                          .Help("Half messages parked after --check-max inconclusive check-backs")
+                          .Register(r).Add({})),
+      checkbacks_in_flight(BuildGauge().Name("outbox_relay_checkbacks_in_flight")
+                               .Help("Check-back requests of this relay in flight").Register(r).Add({})),
+      prepared(BuildGauge().Name("outbox_relay_prepared")
+                   .Help("Half messages in outbox.prepared, by state").Register(r)) {}
 
 }  // namespace outbox::relay

@@ -24,6 +24,11 @@ struct RelayMetrics {
   prometheus::Histogram& batch_latency;  // claim -> every record of the batch acknowledged
   prometheus::Family<prometheus::Gauge>& pending;         // rows waiting, by lane
   prometheus::Family<prometheus::Gauge>& oldest_pending;  // age of the oldest row, by lane
+  // Half messages (check_back.h).
+  prometheus::Family<prometheus::Counter>& checkbacks;  // check-backs by result (see CheckResultName)
+  prometheus::Counter& prepared_parked;                 // half messages parked after --check-max checks
+  prometheus::Gauge& checkbacks_in_flight;              // check-back requests of this relay in flight
+  prometheus::Family<prometheus::Gauge>& prepared;      // rows of outbox.prepared, by state
 };
 
 }  // namespace outbox::relay

@@ -2,6 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "outbox/error.h"
+
 namespace outbox {
 
 std::string HeadersJson(const Headers& headers) {
@@ -19,6 +21,72 @@ std::string Publish(pqxx::work& tx, std::string_view topic, std::optional<std::s
   auto row = tx.exec_params1("SELECT outbox.publish($1, $2, $3::bytea, $4::jsonb)::text",
                              std::string(topic), k, bytes, HeadersJson(headers));
   return row[0].as<std::string>();
+}
+
+const char* const kBarrierTableSql =
+    "CREATE TABLE IF NOT EXISTS outbox_barrier ("
+    " gid text PRIMARY KEY,"
+    " op text NOT NULL CHECK (op IN ('commit', 'rollback')),"
+    " created_at timestamptz NOT NULL DEFAULT now())";
+
+void Prepare(pqxx::work& outbox_tx, std::string_view gid, std::string_view topic,
+             std::optional<std::string_view> key, std::string_view payload, const Headers& headers,
+             std::string_view check_url) {
+  pqxx::binarystring bytes{payload.data(), payload.size()};
+  std::optional<std::string> k;
+  if (key) k = std::string(*key);
+  outbox_tx.exec_params("SELECT outbox.prepare($1, $2, $3, $4::bytea, $5::jsonb, $6)", std::string(gid),
+                        std::string(topic), k, bytes, HeadersJson(headers), std::string(check_url));
+}
+
+std::string CommitPrepared(pqxx::work& outbox_tx, std::string_view gid) {
+  return outbox_tx.exec_params1("SELECT outbox.commit_prepared($1)::text", std::string(gid))[0].as<std::string>();
+}
+
+void RollbackPrepared(pqxx::work& outbox_tx, std::string_view gid) {
+  outbox_tx.exec_params("SELECT outbox.rollback_prepared($1)", std::string(gid));
+}
+
+void EnsureBarrierTable(pqxx::work& tx) { tx.exec(kBarrierTableSql); }
+
+void WriteCommitBarrier(pqxx::work& business_tx, std::string_view gid) {
+  if (gid.empty()) throw Error("outbox::WriteCommitBarrier: gid must not be empty");
+  // ON CONFLICT waits for a QueryPrepared still in flight and then sees its row.
+  auto inserted = business_tx.exec_params(
+      "INSERT INTO outbox_barrier (gid, op) VALUES ($1, 'commit') ON CONFLICT (gid) DO NOTHING RETURNING 1",
+      std::string(gid));
+  if (!inserted.empty()) return;
+  auto op = business_tx.exec_params1("SELECT op FROM outbox_barrier WHERE gid = $1", std::string(gid))[0]
+                .as<std::string>();
+  if (op != "commit") {
+    throw Error("outbox::WriteCommitBarrier: half message '" + std::string(gid) +
+                "' was already rolled back by a check-back; roll back this transaction");
+  }
+}
+
+PreparedStatus QueryPrepared(pqxx::work& business_tx, std::string_view gid) {
+  if (gid.empty()) throw Error("outbox::QueryPrepared: gid must not be empty");
+  // Two statements on purpose: under READ COMMITTED the SELECT takes a new snapshot,
+  // so it sees the `commit` row of a business transaction the INSERT waited for.
+  business_tx.exec_params("INSERT INTO outbox_barrier (gid, op) VALUES ($1, 'rollback') ON CONFLICT (gid) DO NOTHING",
+                          std::string(gid));
+  auto op = business_tx.exec_params1("SELECT op FROM outbox_barrier WHERE gid = $1", std::string(gid))[0]
+                .as<std::string>();
+  return op == "commit" ? PreparedStatus::kCommitted : PreparedStatus::kRolledBack;
+}
+
+const char* PreparedStatusName(PreparedStatus status) {
+  switch (status) {
+    case PreparedStatus::kCommitted:
+      return "committed";
+    case PreparedStatus::kRolledBack:
+      return "rolled_back";
+  }
+  return "rolled_back";
+}
+
+std::string CheckBackAnswer(PreparedStatus status) {
+  return std::string("{\"status\":\"") + PreparedStatusName(status) + "\"}";
 }
 
 }  // namespace outbox

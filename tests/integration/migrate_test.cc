@@ -36,7 +36,7 @@ TEST(Migrate, AppliesEverythingToAnEmptyDatabase) {
   EXPECT_EQ(result.applied.size(), EmbeddedMigrations().size());
   pqxx::connection c{db};
   pqxx::work tx{c};
-  EXPECT_EQ(tx.exec1("SELECT count(*) FROM pg_tables WHERE schemaname = 'outbox'")[0].as<int>(), 3);
+  EXPECT_EQ(tx.exec1("SELECT count(*) FROM pg_tables WHERE schemaname = 'outbox'")[0].as<int>(), 4);
   EXPECT_EQ(CountMigrations(db), static_cast<int>(EmbeddedMigrations().size()));
 }
 
