@@ -32,17 +32,6 @@ using ::testing::Not;
 
 const test::Reply kCommitted{200, R"({"status":"committed"})", false};
 
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  close(fd);
-  return ntohs(a.sin_port);
-}
 
 test::Policy Answer(const test::Reply& reply) {
   return [reply](const test::RecordedRequest&) { return reply; };
@@ -133,7 +122,7 @@ class HalfMessageExampleE2e : public HalfMessageE2e {
   void SetUp() override {
     HalfMessageE2e::SetUp();
     business_ = test::FreshDatabase();
-    int port = FreePort();
+    int port = test::FreePort();
     endpoint_ = std::make_unique<test::Process>(std::vector<std::string>{
         OUTBOX_HALF_MESSAGE_EXAMPLE, "serve", "--business-db", business_, "--listen",
         "127.0.0.1:" + std::to_string(port)});
@@ -222,10 +211,10 @@ TEST_F(HalfMessageE2e, EndpointDownThenUpIsPublishedAfterARetry) {
 
 TEST_F(HalfMessageE2e, EndpointDownForGoodIsParkedAfterCheckMaxThenResumePublishes) {
   test::HttpServer endpoint{test::HttpServer::Always(503)};
-  int port = FreePort();
+  int port = test::FreePort();
   auto relay = StartRelay({{"--metrics-listen", "127.0.0.1:" + std::to_string(port)}});
   Prepare("g1", endpoint.Url("/check"));
-  Prepare("g2", "http://127.0.0.1:" + std::to_string(FreePort()) + "/check");  // nobody listens
+  Prepare("g2", "http://127.0.0.1:" + std::to_string(test::FreePort()) + "/check");  // nobody listens
   ASSERT_TRUE(WaitState("g1", "parked")) << relay->Stderr();
   ASSERT_TRUE(WaitState("g2", "parked")) << relay->Stderr();
   EXPECT_EQ(endpoint.RequestCount(), 3) << "--check-max 3";

@@ -71,17 +71,6 @@ class NotifyCommand : public ::testing::Test {
   std::string db_;
 };
 
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  socklen_t len = sizeof addr;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
 
 // GET http://127.0.0.1:port/path; "" if nothing answers.
 std::string HttpGet(int port, const std::string& path) {
@@ -176,7 +165,7 @@ TEST_F(NotifyCommand, TwoWorkersSendEachAttemptOnce) {
 TEST_F(NotifyCommand, ExhaustedNotificationsAreLoggedAndCountedInMetrics) {
   test::HttpServer receiver{test::HttpServer::Always(500)};
   auto id = Notify(receiver.Url("/hook?token=s3cret-token"), "{100 ms}");
-  int port = FreePort();
+  int port = test::FreePort();
   auto worker = StartWorker({{"--metrics-listen", "127.0.0.1:" + std::to_string(port)}, {"--stats-interval", "100ms"}});
   ASSERT_TRUE(test::WaitUntil([&] { return State(id) == "exhausted"; }, 20s)) << worker->Stderr();
   std::string metrics;

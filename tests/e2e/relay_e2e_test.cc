@@ -28,17 +28,6 @@ using ::testing::HasSubstr;
 
 constexpr int kLaneLockClass = 0x6f72656c;  // relay/outbox_store.h
 
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  close(fd);
-  return ntohs(a.sin_port);
-}
 
 class RelayE2e : public ::testing::Test {
  protected:
@@ -101,7 +90,7 @@ class RelayE2e : public ::testing::Test {
 };
 
 TEST_F(RelayE2e, EightWritersTwentyThousandMessagesArriveOnceInKeyOrder) {
-  int port = FreePort();
+  int port = test::FreePort();
   auto relay = StartRelay({"--metrics-listen", "127.0.0.1:" + std::to_string(port)});
   constexpr int kWriters = 8, kPerWriter = 2500, kKeysPerWriter = 4;
   std::vector<std::thread> writers;
