@@ -35,6 +35,7 @@ struct CommandSpec {
   const char* name;
   Command command;
   const char* usage;
+  const char* brief;    // one line for `outbox-relay --help`
   const char* summary;
   std::vector<OptionSpec> options;
 };
@@ -48,10 +49,12 @@ const std::vector<OptionSpec> kCommonOptions = {
 const std::vector<CommandSpec>& Commands() {
   static const std::vector<CommandSpec> kCommands = {
       {"migrate", Command::kMigrate, "outbox-relay migrate --db CONNINFO",
+       "apply the SQL migrations (schemas outbox and inbox)",
        "Apply the SQL migrations (schema outbox and inbox) to the database.",
        {{"db", "libpq conninfo of the outbox database (required)"},
         {"schema-dir", "read migrations from DIR instead of the copy built into the binary"}}},
       {"run", Command::kRun, "outbox-relay run --db CONNINFO --brokers LIST",
+       "run the relay: publish outbox rows to Kafka in per-key order",
        "Run the relay: publish outbox rows to Kafka, in per-key order, then delete them.",
        {{"db", "libpq conninfo of the outbox database (required)"},
         {"brokers", "Kafka bootstrap servers host:port,... (required)"},
@@ -72,10 +75,12 @@ const std::vector<CommandSpec>& Commands() {
         {"check-concurrency", "half messages: check-back requests in flight at once, 1..1000 "
                               "(default 16)"}}},
       {"status", Command::kStatus, "outbox-relay status --db CONNINFO [--json]",
+       "pending messages per lane, dead letters, half messages, notifications",
        "Show pending messages per lane, oldest pending age, and dead letters.",
        {{"db", "libpq conninfo of the outbox database (required)"},
         {"json", "print JSON instead of a table", Kind::kFlag}}},
       {"notify", Command::kNotify, "outbox-relay notify --db CONNINFO",
+       "run the best-effort notification worker",
        "Run the best-effort notification worker.",
        {{"db", "libpq conninfo of the database holding inbox.notifications (required)"},
         {"metrics-listen", "serve /metrics, /healthz, /readyz on HOST:PORT (default off)"},
@@ -91,12 +96,14 @@ const std::vector<CommandSpec>& Commands() {
                       "them (default 168h)"},
         {"retention-interval", "run retention this often (default 10m)"}}},
       {"dev-kafka", Command::kDevKafka, "outbox-relay dev-kafka [--brokers N] [--brokers-file PATH]",
+       "serve an in-memory Kafka for development (librdkafka mock cluster)",
        "Serve an in-memory Kafka cluster for development (librdkafka's mock cluster) until\n"
        "SIGTERM/SIGINT. Prints one line BOOTSTRAP=host:port,... on stdout.",
        {{"brokers", "number of brokers, 1..16 (default 1)"},
         {"brokers-file", "also write the bootstrap list to PATH"}}},
       {"dead-letters", Command::kDeadLetters,
        "outbox-relay dead-letters list|retry|drop [ID...] [--all] --db CONNINFO",
+       "list, retry or drop messages Kafka refused for good",
        "Operate on messages Kafka refused for good (outbox.dead_letters): list them, put\n"
        "them back into the outbox (retry), or delete them (drop).",
        {{"db", "libpq conninfo of the outbox database (required)"},
@@ -104,6 +111,7 @@ const std::vector<CommandSpec>& Commands() {
         {"json", "list as JSON", Kind::kFlag}}},
       {"prepared", Command::kPrepared,
        "outbox-relay prepared list|resume|drop [GID...] [--all] --db CONNINFO",
+       "list, resume or drop half messages awaiting commit or check-back",
        "Operate on half messages not yet committed or rolled back (outbox.prepared): list\n"
        "them, check them back again at once with a fresh --check-max count (resume: a\n"
        "\"committed\" answer publishes), or discard them without publishing (drop).",
@@ -126,10 +134,7 @@ std::string GeneralHelp() {
       << " — transactional outbox relay from PostgreSQL to Kafka\n\n"
          "Usage: outbox-relay COMMAND [OPTIONS]\n\nCommands:\n";
   for (const auto& c : Commands()) {
-    std::string first = c.summary;
-    first = first.substr(0, first.find('\n'));
-    out << "  " << c.name << std::string(14 - std::string_view(c.name).size(), ' ') << first
-        << "\n";
+    out << "  " << c.name << std::string(14 - std::string_view(c.name).size(), ' ') << c.brief << "\n";
   }
   out << "\nRun `outbox-relay COMMAND --help` for the options of a command.\n"
          "Every option can also be set as OUTBOX_<NAME> (e.g. OUTBOX_DB, OUTBOX_BROKERS)\n"
