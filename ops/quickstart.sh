@@ -31,7 +31,7 @@ say "1/7 dependencies"
 
 say "2/7 build"
 BUILD=${OUTBOX_BUILD_DIR:-build}
-cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$BUILD" -j "$(nproc)" --target outbox-relay transfer-bank-a transfer-bank-b transfer-reconcile \
   2>&1 | tail -1
 RELAY="$ROOT/$BUILD/relay/outbox-relay"

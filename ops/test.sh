@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 BUILD=${OUTBOX_BUILD_DIR:-build}
 WERROR=OFF
 if [ "${CI:-}" = "true" ]; then WERROR=ON; fi
-cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DOUTBOX_WERROR="$WERROR" >/dev/null
+cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DOUTBOX_WERROR="$WERROR" >/dev/null
 cmake --build "$BUILD" -j "$(nproc)"
 cd "$BUILD"
 ctest --output-on-failure -j "$(nproc)" "$@"
