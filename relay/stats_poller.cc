@@ -28,6 +28,7 @@ void StatsPoller::Loop() {
     try {
       RefreshOnce();
     } catch (const std::exception& e) {
+      conn_.reset();
       log_->debug("stats refresh failed error={}", e.what());
     }
     std::unique_lock lock{mu_};
@@ -36,7 +37,8 @@ void StatsPoller::Loop() {
 }
 
 void StatsPoller::RefreshOnce() {
-  PgConnection conn{conninfo_, "outbox-relay-stats"};
+  if (!conn_) conn_ = std::make_unique<PgConnection>(conninfo_, "outbox-relay-stats");
+  auto& conn = *conn_;
   auto lanes = conn.Exec("SELECT lane_count FROM outbox.settings");
   int lane_count = std::stoi(PQgetvalue(lanes.get(), 0, 0));
   auto r = conn.Exec(

@@ -7,6 +7,7 @@
 #include <string>
 #include <thread>
 
+#include "pg.h"
 #include "relay_metrics.h"
 
 namespace spdlog { class logger; }
@@ -29,6 +30,7 @@ class StatsPoller {
   std::chrono::milliseconds interval_;
   RelayMetrics& metrics_;
   std::shared_ptr<spdlog::logger> log_;
+  std::unique_ptr<PgConnection> conn_;  // only the poller thread uses it; reopened after errors
   std::mutex mu_;
   std::condition_variable cv_;
   bool stopping_ = false;  // Guarded by mu_.
