@@ -12,13 +12,24 @@ OutboxStore::OutboxStore(const std::string& conninfo, const std::string& applica
   }
   lane_count_ = std::stoi(PQgetvalue(settings.get(), 0, 0));
   conn_->Exec("LISTEN outbox_relay");
+  // The relay's own writes (deleting published rows, parking dead letters) need not wait
+  // for their WAL flush: if PostgreSQL crashes before the flush, the rows come back and
+  // are published again (duplicates, which consumers drop by message_id), never lost.
+  // Without this every loop turn waits for an fsync (see docs/performance.md). Producers'
+  // commits are not affected: this is a setting of this session only.
+  conn_->Exec("SET synchronous_commit = off");
   // Binary results: ids and uuids arrive as raw bytes, payloads without hex decoding.
+  // The row comparison repeats `lane = c.lane AND id > c.after_id` in a form only the
+  // (lane, id) index can use as its start key. Without it the planner prefers walking
+  // the primary key in id order and filtering on lane (it rates the pkey's perfect heap
+  // correlation above the lane index), which reads every lane's rows to find one lane's:
+  // lane_count times the work per claim (see docs/performance.md).
   conn_->Prepare("claim", R"sql(
     SELECT m.id, m.message_id, m.lane, m.topic, m.key, m.payload, m.headers::text
     FROM unnest($1::int[], $2::bigint[], $3::int[]) AS c(lane, after_id, lim)
     CROSS JOIN LATERAL (
-      SELECT * FROM outbox.messages
-      WHERE lane = c.lane AND id > c.after_id
+      SELECT id, message_id, lane, topic, key, payload, headers FROM outbox.messages
+      WHERE lane = c.lane AND id > c.after_id AND (lane, id) > (c.lane, c.after_id)
       ORDER BY id LIMIT c.lim
     ) AS m)sql");
   conn_->Prepare("delete", "DELETE FROM outbox.messages WHERE id = ANY($1::bigint[])");

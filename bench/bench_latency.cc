@@ -1,0 +1,190 @@
+// bench-latency: end-to-end latency, commit of outbox.publish -> receipt by a consumer.
+//
+//   bench-latency --db CONNINFO --brokers B --topic T --rate R --seconds S
+//                 [--warmup 2] [--producers 4] [--payload 256] [--keys 1000]
+//
+// `producers` threads (one connection each) publish R messages/s in total on a fixed
+// schedule, one message per transaction unless a thread falls behind (then it publishes
+// what is due in one transaction, as a real service would batch). A consumer in the same
+// process (so one clock) assigned to every partition of T at its end offset reads the
+// records the relay writes. Latency = receipt time - the moment just before COMMIT was
+// sent (so it includes the commit itself). The first `warmup` seconds are not counted.
+// Prints JSON: count, missing, p50/p90/p99/max in ms, the COMMIT round trip's p50/p99
+// (the producer's share of the latency), achieved publish rate.
+#include <endian.h>
+#include <libpq-fe.h>
+#include <librdkafka/rdkafka.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "bench_common.h"
+
+using namespace outbox::bench;
+
+namespace {
+
+constexpr std::uint64_t kMagic = 0x6f75746265ULL;  // marks our payloads
+
+struct Shared {
+  Clock::time_point epoch;
+  std::vector<std::atomic<std::int64_t>> commit_ns;  // per seq: ns since epoch, 0 = not yet
+  explicit Shared(size_t n) : commit_ns(n) {}
+};
+
+PGresult* Must(PGconn* c, PGresult* r) {
+  auto s = PQresultStatus(r);
+  if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK) Die(PQerrorMessage(c));
+  return r;
+}
+
+void Producer(const std::string& db, const std::string& topic, int index, int producers, long long total,
+              double rate, size_t payload_size, long long keys, double warmup, Shared& shared,
+              std::atomic<long long>& published, std::vector<double>& commit_ms) {
+  PGconn* c = PQconnectdb(db.c_str());
+  if (PQstatus(c) != CONNECTION_OK) Die(PQerrorMessage(c));
+  PQclear(Must(c, PQprepare(c, "pub", "SELECT outbox.publish($1::text, $2::text, $3::bytea)", 0, nullptr)));
+  std::string payload(payload_size, 'p');
+  // Thread `index` owns seqs index, index+producers, ...; seq i is due at i / rate.
+  long long next = index;
+  while (next < total) {
+    auto due = shared.epoch + std::chrono::nanoseconds(static_cast<long long>(next * 1e9 / rate));
+    std::this_thread::sleep_until(due);
+    auto now = Clock::now();
+    PQclear(Must(c, PQexec(c, "BEGIN")));
+    std::vector<long long> seqs;
+    do {
+      std::uint64_t m = htobe64(kMagic), s = htobe64(static_cast<std::uint64_t>(next));
+      std::memcpy(payload.data(), &m, 8);
+      std::memcpy(payload.data() + 8, &s, 8);
+      std::string key = "k" + std::to_string(next % keys);
+      const char* params[] = {topic.c_str(), key.c_str(), payload.data()};
+      int lengths[] = {0, 0, static_cast<int>(payload.size())};
+      int formats[] = {0, 0, 1};
+      PQclear(Must(c, PQexecPrepared(c, "pub", 3, params, lengths, formats, 0)));
+      seqs.push_back(next);
+      next += producers;
+    } while (next < total && seqs.size() < 100 &&
+             shared.epoch + std::chrono::nanoseconds(static_cast<long long>(next * 1e9 / rate)) <= now);
+    auto t = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - shared.epoch).count();
+    for (auto s : seqs) shared.commit_ns[static_cast<size_t>(s)].store(t, std::memory_order_relaxed);
+    PQclear(Must(c, PQexec(c, "COMMIT")));
+    auto committed = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - shared.epoch).count();
+    if (static_cast<double>(seqs.front()) / rate >= warmup) commit_ms.push_back(static_cast<double>(committed - t) / 1e6);
+    published += static_cast<long long>(seqs.size());
+  }
+  PQfinish(c);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  auto db = Arg(argc, argv, "db");
+  auto brokers = Arg(argc, argv, "brokers");
+  auto topic = Arg(argc, argv, "topic", "bench");
+  double rate = static_cast<double>(IntArg(argc, argv, "rate", 1000));
+  double seconds = static_cast<double>(IntArg(argc, argv, "seconds", 10));
+  double warmup = static_cast<double>(IntArg(argc, argv, "warmup", 2));
+  int producers = static_cast<int>(IntArg(argc, argv, "producers", 4));
+  auto payload_size = static_cast<size_t>(std::max<long long>(16, IntArg(argc, argv, "payload", 256)));
+  long long keys = IntArg(argc, argv, "keys", 1000);
+  long long total = static_cast<long long>(rate * seconds);
+
+  // Consumer: assigned to every partition at its current end, fetches answered at once.
+  char err[512];
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  auto set = [&](const char* k, const char* v) {
+    if (rd_kafka_conf_set(conf, k, v, err, sizeof err) != RD_KAFKA_CONF_OK) Die(err);
+  };
+  set("bootstrap.servers", brokers.c_str());
+  set("group.id", "bench-latency");
+  set("enable.auto.commit", "false");
+  set("fetch.wait.max.ms", "2");
+  set("fetch.error.backoff.ms", "2");
+  set("log_level", "3");
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
+  if (!rk) Die(err);
+  rd_kafka_poll_set_consumer(rk);
+  const rd_kafka_metadata_t* md = nullptr;
+  rd_kafka_topic_t* rkt = rd_kafka_topic_new(rk, topic.c_str(), nullptr);
+  if (rd_kafka_metadata(rk, 0, rkt, &md, 10000) || md->topic_cnt != 1 || md->topics[0].partition_cnt == 0) {
+    Die("topic " + topic + " not found (run the drain first)");
+  }
+  rd_kafka_topic_partition_list_t* parts = rd_kafka_topic_partition_list_new(md->topics[0].partition_cnt);
+  for (int p = 0; p < md->topics[0].partition_cnt; ++p) {
+    int64_t lo = 0, hi = 0;
+    int id = md->topics[0].partitions[p].id;
+    if (rd_kafka_query_watermark_offsets(rk, topic.c_str(), id, &lo, &hi, 10000)) Die("watermarks failed");
+    rd_kafka_topic_partition_list_add(parts, topic.c_str(), id)->offset = hi;
+  }
+  rd_kafka_metadata_destroy(md);
+  rd_kafka_topic_destroy(rkt);
+  if (rd_kafka_assign(rk, parts)) Die("assign failed");
+  rd_kafka_topic_partition_list_destroy(parts);
+
+  Shared shared{static_cast<size_t>(total)};
+  shared.epoch = Clock::now() + std::chrono::milliseconds(500);
+  std::atomic<long long> published{0};
+  std::vector<std::thread> threads;
+  std::vector<std::vector<double>> commit_ms(static_cast<size_t>(producers));
+  for (int i = 0; i < producers; ++i) {
+    threads.emplace_back(Producer, db, topic, i, producers, total, rate, payload_size, keys, warmup,
+                         std::ref(shared), std::ref(published), std::ref(commit_ms[static_cast<size_t>(i)]));
+  }
+
+  std::vector<double> lat_ms;
+  std::vector<char> seen(static_cast<size_t>(total), 0);
+  long long received = 0, early = 0;
+  bool producers_done = false;
+  Clock::time_point give_up{};
+  while (received < total) {
+    rd_kafka_message_t* m = rd_kafka_consumer_poll(rk, 20);
+    auto now = Clock::now();
+    if (!producers_done && published.load() == total) {
+      producers_done = true;
+      give_up = now + std::chrono::seconds(20);
+    }
+    if (producers_done && now > give_up) break;
+    if (!m) continue;
+    if (!m->err && m->len >= 16) {
+      std::uint64_t magic, seq;
+      std::memcpy(&magic, m->payload, 8);
+      std::memcpy(&seq, static_cast<const char*>(m->payload) + 8, 8);
+      seq = be64toh(seq);
+      if (be64toh(magic) == kMagic && seq < static_cast<std::uint64_t>(total) && !seen[seq]) {
+        seen[seq] = 1;
+        ++received;
+        auto t0 = shared.commit_ns[seq].load(std::memory_order_relaxed);
+        auto recv = std::chrono::duration_cast<std::chrono::nanoseconds>(now - shared.epoch).count();
+        if (t0 == 0) ++early;  // cannot happen (recorded before COMMIT is sent)
+        if (static_cast<double>(seq) / rate >= warmup) lat_ms.push_back(static_cast<double>(recv - t0) / 1e6);
+      }
+    }
+    rd_kafka_message_destroy(m);
+  }
+  for (auto& t : threads) t.join();
+  double achieved = static_cast<double>(total) /
+                    Seconds(Clock::now() - shared.epoch);  // upper bound on elapsed: rate lower bound
+  std::vector<double> commits;
+  for (auto& v : commit_ms) commits.insert(commits.end(), v.begin(), v.end());
+  std::sort(commits.begin(), commits.end());
+  std::sort(lat_ms.begin(), lat_ms.end());
+  auto pct_of = [](const std::vector<double>& v, double p) {
+    if (v.empty()) return -1.0;
+    return v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))];
+  };
+  auto pct = [&](double p) { return pct_of(lat_ms, p); };
+  std::printf(
+      "{\"rate\":%.0f,\"count\":%zu,\"missing\":%lld,\"p50_ms\":%.2f,\"p90_ms\":%.2f,\"p99_ms\":%.2f,"
+      "\"max_ms\":%.2f,\"commit_p50_ms\":%.2f,\"commit_p99_ms\":%.2f,\"transactions\":%zu,"
+      "\"achieved_rate_lower_bound\":%.0f,\"early\":%lld}\n",
+      rate, lat_ms.size(), total - received, pct(0.5), pct(0.9), pct(0.99), lat_ms.empty() ? -1.0 : lat_ms.back(),
+      pct_of(commits, 0.5), pct_of(commits, 0.99), commits.size(), achieved, early);
+  rd_kafka_consumer_close(rk);
+  rd_kafka_destroy(rk);
+  return received == total ? 0 : 1;
+}

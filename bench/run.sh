@@ -1,0 +1,340 @@
+#!/usr/bin/env bash
+# bench/run.sh [--quick] — relay throughput, latency and footprint against the ceilings
+# of its own parts (PostgreSQL, Kafka), measured in one run on the same servers.
+#
+# Starts a throwaway PostgreSQL (fsync on, synchronous_commit on) and `outbox-relay
+# dev-kafka`, or uses OUTBOX_BENCH_DB / OUTBOX_BENCH_BROKERS when set (the database must
+# allow outbox.set_lane_count and VACUUM, i.e. the outbox owner). Prints a Markdown table
+# and writes bench/results/latest.json. --quick: smaller volumes, under ~5 minutes.
+# Method and interpretation: docs/performance.md.
+#
+# Environment: OUTBOX_BENCH_BUILD_DIR (default build-bench), OUTBOX_BENCH_RELAY_ARGS
+# (extra `outbox-relay run` options, e.g. "--batch-size 1000"), OUTBOX_BENCH_SKIP_BUILD=1,
+# OUTBOX_BENCH_RELAY_BIN (measure another outbox-relay binary, e.g. a before/after copy).
+set -euo pipefail
+
+QUICK=0
+for a in "$@"; do
+  case "$a" in
+    --quick) QUICK=1 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    *) echo "usage: bench/run.sh [--quick]" >&2; exit 2 ;;
+  esac
+done
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUILD=${OUTBOX_BENCH_BUILD_DIR:-$ROOT/build-bench}
+RELAY_ARGS=${OUTBOX_BENCH_RELAY_ARGS:-}
+PAYLOAD=256
+
+if [ "$QUICK" = 1 ]; then
+  N_DRAIN=100000; N_KAFKA=100000; PGB_SECONDS=5; NOTIFY_ROUNDS=2; LAT_SECONDS=10; LAT_OFF_SECONDS=5
+  N_SCALE=60000; N_SCALE_16K=5000
+else
+  N_DRAIN=1000000; N_KAFKA=1000000; PGB_SECONDS=10; NOTIFY_ROUNDS=3; LAT_SECONDS=30; LAT_OFF_SECONDS=10
+  N_SCALE=300000; N_SCALE_16K=20000
+fi
+
+log() { echo "[bench $(date +%H:%M:%S)] $*" >&2; }
+
+# --- build -------------------------------------------------------------------------
+if [ "${OUTBOX_BENCH_SKIP_BUILD:-0}" != 1 ]; then
+  log "building (Release) in $BUILD"
+  cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS=-g >/dev/null
+  cmake --build "$BUILD" -j2 --target outbox-relay bench-kafka bench-pg-delete bench-latency >/dev/null
+fi
+RELAY=${OUTBOX_BENCH_RELAY_BIN:-$BUILD/relay/outbox-relay}
+BK=$BUILD/bench/bench-kafka
+BD=$BUILD/bench/bench-pg-delete
+BL=$BUILD/bench/bench-latency
+
+# --- servers -----------------------------------------------------------------------
+WORK=$(mktemp -d /tmp/outbox-bench.XXXXXX)
+chmod o+x "$WORK"
+KAFKA_PID=""
+RELAY_PID=""
+cleanup() {
+  [ -n "$RELAY_PID" ] && kill "$RELAY_PID" 2>/dev/null || true
+  [ -n "$KAFKA_PID" ] && kill "$KAFKA_PID" 2>/dev/null || true
+  [ -z "${OUTBOX_BENCH_DB:-}" ] && "$ROOT/ops/pg-tmp.sh" stop "$WORK/pg" || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+PG_SETTINGS="-c fsync=on -c synchronous_commit=on -c full_page_writes=on -c shared_buffers=256MB -c max_wal_size=4GB -c checkpoint_timeout=15min -c wal_compression=off"
+if [ -n "${OUTBOX_BENCH_DB:-}" ]; then
+  DB=$OUTBOX_BENCH_DB
+  PG_DESC="given (OUTBOX_BENCH_DB)"
+else
+  DB=$(PG_TMP_OPTS="$PG_SETTINGS" "$ROOT/ops/pg-tmp.sh" start "$WORK/pg" --owner-pid $$)
+  PG_DESC="throwaway PostgreSQL 15: $PG_SETTINGS"
+fi
+if [ -n "${OUTBOX_BENCH_BROKERS:-}" ]; then
+  BROKERS=$OUTBOX_BENCH_BROKERS
+  KAFKA_DESC="given (OUTBOX_BENCH_BROKERS)"
+else
+  "$RELAY" dev-kafka --brokers-file "$WORK/brokers" --log-level warn >/dev/null 2>"$WORK/dev-kafka.log" &
+  KAFKA_PID=$!
+  for _ in $(seq 1 100); do [ -s "$WORK/brokers" ] && break; sleep 0.1; done
+  BROKERS=$(cat "$WORK/brokers")
+  KAFKA_DESC="outbox-relay dev-kafka (librdkafka mock cluster, 1 broker)"
+fi
+"$RELAY" migrate --db "$DB" --log-level warn >/dev/null
+
+psqlq() { psql "$DB" -X -q -t -A -v ON_ERROR_STOP=1 -c "$1"; }
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# Fills the outbox with N rows of SIZE-byte payloads, 10,000 keys, in transactions of
+# 50,000 rows (NOTIFY off while filling: no relay runs), then VACUUM ANALYZE.
+fill() {
+  local n=$1 size=$2 done=0 chunk
+  psqlq "UPDATE outbox.settings SET notify = false" >/dev/null
+  while [ "$done" -lt "$n" ]; do
+    chunk=$(( n - done < 50000 ? n - done : 50000 ))
+    psqlq "SELECT count(outbox.publish('bench', 'key-' || (i % 10000), decode(repeat('ab', $size), 'hex')))
+           FROM generate_series($done + 1, $done + $chunk) AS i" >/dev/null
+    done=$(( done + chunk ))
+  done
+  psqlq "UPDATE outbox.settings SET notify = true" >/dev/null
+  psqlq "VACUUM ANALYZE outbox.messages" >/dev/null
+}
+
+# Starts the relay in the background (RELAY_PID, METRICS_PORT).
+start_relay() {
+  : >"$WORK/relay.log"
+  # shellcheck disable=SC2086
+  "$RELAY" run --db "$DB" --brokers "$BROKERS" --metrics-listen 127.0.0.1:0 --log-level info \
+    $RELAY_ARGS "$@" 2>"$WORK/relay.log" &
+  RELAY_PID=$!
+  METRICS_PORT=""
+  for _ in $(seq 1 200); do
+    METRICS_PORT=$(grep -o 'serving /metrics.*port=[0-9]*' "$WORK/relay.log" | grep -o '[0-9]*$' || true)
+    [ -n "$METRICS_PORT" ] && break
+    sleep 0.05
+  done
+  [ -n "$METRICS_PORT" ] || { cat "$WORK/relay.log" >&2; echo "relay did not start" >&2; exit 1; }
+}
+published() {
+  curl -s "http://127.0.0.1:$METRICS_PORT/metrics" | awk '/^outbox_relay_published_total/ {printf "%d", $2}'
+}
+# Stops the relay; sets RELAY_CPU_S (user + sys until now) and RELAY_RSS_MB (peak RSS).
+stop_relay() {
+  local ticks hwm
+  ticks=$(awk '{print $14 + $15}' "/proc/$RELAY_PID/stat")
+  hwm=$(awk '/^VmHWM/ {print $2}' "/proc/$RELAY_PID/status")
+  kill -TERM "$RELAY_PID"
+  wait "$RELAY_PID" || true
+  RELAY_PID=""
+  RELAY_CPU_S=$(echo "$ticks / $(getconf CLK_TCK)" | bc -l)
+  RELAY_RSS_MB=$(echo "scale=1; $hwm / 1024" | bc -l)
+}
+# Drains what fill() left: starts a relay, waits until everything is published and the
+# table is empty; sets DRAIN_S, DRAIN_RATE, RELAY_CPU_S, RELAY_RSS_MB.
+drain() {
+  local n=$1; shift
+  local before after t0 t1
+  before=$("$BK" offsets --brokers "$BROKERS" --topic bench 2>/dev/null || echo 0)
+  t0=$(date +%s.%N)
+  start_relay "$@"
+  local p
+  while p=$(published); [ -z "$p" ] || [ "$p" -lt "$n" ]; do sleep 0.05; done
+  until [ "$(psqlq "SELECT NOT EXISTS (SELECT 1 FROM outbox.messages)")" = t ]; do sleep 0.05; done
+  t1=$(date +%s.%N)
+  stop_relay
+  after=$("$BK" offsets --brokers "$BROKERS" --topic bench)
+  DRAIN_S=$(echo "$t1 - $t0" | bc -l)
+  DRAIN_RATE=$(echo "$n / $DRAIN_S" | bc -l | cut -d. -f1)
+  if [ $(( after - before )) -lt "$n" ]; then
+    echo "drain: Kafka end offsets grew by $(( after - before )), expected $n" >&2; exit 1
+  fi
+}
+jget() { jq -r "$2" <<<"$1"; }
+
+# --- 1. PostgreSQL ceilings + NOTIFY ------------------------------------------------
+# pgbench scripts: 1 or 100 outbox.publish calls per transaction, 256-byte payloads.
+HEX=$(head -c $PAYLOAD /dev/zero | tr '\0' 'a' | xxd -p | tr -d '\n')
+{
+  echo '\set k random(1, 10000)'
+  echo "SELECT outbox.publish('bench.pg', 'key-' || :k, '\\x$HEX'::bytea);"
+} >"$WORK/pub1.sql"
+{
+  echo 'BEGIN;'
+  for _ in $(seq 1 100); do
+    echo '\set k random(1, 10000)'
+    echo "SELECT outbox.publish('bench.pg', 'key-' || :k, '\\x$HEX'::bytea);"
+  done
+  echo 'COMMIT;'
+} >"$WORK/pub100.sql"
+pgb_rows_per_s() {  # script rows_per_tx
+  local tps
+  tps=$(pgbench "$DB" -n -M prepared -c 4 -j 2 -T "$PGB_SECONDS" -f "$1" 2>/dev/null |
+        awk -F'= ' '/^tps/ {print $2}' | awk '{print $1}')
+  echo "$tps * $2" | bc -l | cut -d. -f1
+}
+declare -A R
+# NOTIFY on and off alternate, NOTIFY_ROUNDS times each; the median of each is kept
+# (other load on the machine comes and goes).
+median() { sort -n | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
+declare -A RUNS
+for round in $(seq 1 "$NOTIFY_ROUNDS"); do
+  for notify in true false; do
+    psqlq "UPDATE outbox.settings SET notify = $notify" >/dev/null
+    for per in 1 100; do
+      log "publish ceiling round $round notify=$notify: $per per transaction, 4 clients, ${PGB_SECONDS}s"
+      RUNS[${per}_$notify]+="$(pgb_rows_per_s "$WORK/pub$per.sql" "$per") "
+    done
+  done
+done
+for key in "${!RUNS[@]}"; do
+  R[pub${key%_*}_notify_${key#*_}]=$(tr ' ' '\n' <<<"${RUNS[$key]}" | grep . | median)
+  R[pub${key%_*}_notify_${key#*_}_runs]=${RUNS[$key]% }
+done
+psqlq "UPDATE outbox.settings SET notify = true" >/dev/null
+R[ceiling_pg_insert]=${R[pub100_notify_true]}
+
+log "delete ceiling on the $(psqlq "SELECT count(*) FROM outbox.messages") rows just published"
+psqlq "VACUUM ANALYZE outbox.messages" >/dev/null
+DEL=$("$BD" --db "$DB" --batch 500)
+R[ceiling_pg_delete]=$(jget "$DEL" .delete_rows_per_s)
+R[pg_claim_delete]=$(jget "$DEL" .claim_delete_rows_per_s)
+R[delete_rows]=$(jget "$DEL" .rows)
+psqlq "VACUUM outbox.messages" >/dev/null
+# The claim query before and after issue 8, each on a freshly filled table of the same size.
+log "claim + DELETE, current claim query, $N_SCALE rows"
+fill "$N_SCALE" $PAYLOAD
+R[pg_claim_delete_new]=$(jget "$("$BD" --db "$DB" --batch 500)" .claim_delete_rows_per_s)
+log "claim + DELETE, pre-issue-8 claim query (primary-key plan), $N_SCALE rows"
+fill "$N_SCALE" $PAYLOAD
+R[pg_claim_delete_old]=$(jget "$("$BD" --db "$DB" --batch 500 --old-claim 1)" .claim_delete_rows_per_s)
+psqlq "VACUUM outbox.messages" >/dev/null
+
+# --- 2. Kafka ceiling ---------------------------------------------------------------
+log "Kafka ceiling: $N_KAFKA records"
+KC=$("$BK" ceiling --brokers "$BROKERS" --topic bench.ceiling --count "$N_KAFKA" --payload $PAYLOAD)
+R[ceiling_kafka]=$(jget "$KC" .msgs_per_s)
+
+# --- 3. relay drain -----------------------------------------------------------------
+log "filling $N_DRAIN rows"
+fill "$N_DRAIN" $PAYLOAD
+log "draining $N_DRAIN rows with the relay"
+drain "$N_DRAIN"
+R[drain]=$DRAIN_RATE
+R[drain_s]=$DRAIN_S
+R[drain_cpu_us_per_msg]=$(echo "$RELAY_CPU_S * 1000000 / $N_DRAIN" | bc -l)
+R[drain_rss_mb]=$RELAY_RSS_MB
+MIN_CEIL=$(printf '%s\n' "${R[ceiling_pg_insert]}" "${R[ceiling_pg_delete]}" "${R[ceiling_kafka]}" | sort -n | head -1)
+R[drain_ratio]=$(echo "${R[drain]} / $MIN_CEIL" | bc -l)
+# The relay itself needs claim + DELETE on one session and the Kafka producer.
+MIN_PARTS=$(printf '%s\n' "${R[pg_claim_delete]}" "${R[ceiling_kafka]}" | sort -n | head -1)
+R[drain_ratio_parts]=$(echo "${R[drain]} / $MIN_PARTS" | bc -l)
+
+# --- 4./5. latency under steady load, footprint ---------------------------------------
+psqlq "VACUUM outbox.messages" >/dev/null
+R[size_before]=$(psqlq "SELECT pg_total_relation_size('outbox.messages')")
+start_relay
+log "latency at 1000 msg/s for ${LAT_SECONDS}s"
+L1=$("$BL" --db "$DB" --brokers "$BROKERS" --topic bench --rate 1000 --seconds "$LAT_SECONDS" || true)
+log "latency at 5000 msg/s for ${LAT_SECONDS}s"
+L5=$("$BL" --db "$DB" --brokers "$BROKERS" --topic bench --rate 5000 --seconds "$LAT_SECONDS" || true)
+R[size_after]=$(psqlq "SELECT pg_total_relation_size('outbox.messages')")
+log "latency at 1000 msg/s with NOTIFY off (relay polls every 200ms) for ${LAT_OFF_SECONDS}s"
+psqlq "UPDATE outbox.settings SET notify = false" >/dev/null
+L0=$("$BL" --db "$DB" --brokers "$BROKERS" --topic bench --rate 1000 --seconds "$LAT_OFF_SECONDS" || true)
+psqlq "UPDATE outbox.settings SET notify = true" >/dev/null
+stop_relay
+R[lat_rss_mb]=$RELAY_RSS_MB
+R[e2e_p50_ms_at_1000]=$(jget "$L1" .p50_ms); R[e2e_p99_ms_at_1000]=$(jget "$L1" .p99_ms)
+R[e2e_max_ms_at_1000]=$(jget "$L1" .max_ms)
+R[commit_p50_1000]=$(jget "$L1" .commit_p50_ms); R[commit_p99_1000]=$(jget "$L1" .commit_p99_ms)
+R[commit_p50_5000]=$(jget "$L5" .commit_p50_ms); R[commit_p99_5000]=$(jget "$L5" .commit_p99_ms)
+R[e2e_p50_ms_at_5000]=$(jget "$L5" .p50_ms); R[e2e_p99_ms_at_5000]=$(jget "$L5" .p99_ms)
+R[e2e_max_ms_at_5000]=$(jget "$L5" .max_ms)
+R[e2e_p50_ms_notify_off]=$(jget "$L0" .p50_ms); R[e2e_p99_ms_notify_off]=$(jget "$L0" .p99_ms)
+R[relay_peak_rss_mb]=$(printf '%s\n' "${R[drain_rss_mb]}" "${R[lat_rss_mb]}" | sort -n | tail -1)
+
+# --- 6. scaling ---------------------------------------------------------------------
+for lanes in 1 2 4; do
+  psqlq "SELECT outbox.set_lane_count($lanes)" >/dev/null
+  log "scaling: $lanes lanes, $N_SCALE rows"
+  fill "$N_SCALE" $PAYLOAD
+  drain "$N_SCALE"
+  R[drain_lanes_$lanes]=$DRAIN_RATE
+done
+psqlq "SELECT outbox.set_lane_count(16)" >/dev/null
+for size in 64 1024 16384; do
+  n=$N_SCALE; [ "$size" = 16384 ] && n=$N_SCALE_16K
+  log "scaling: payload $size B, $n rows"
+  fill "$n" $size
+  drain "$n"
+  R[drain_payload_$size]=$DRAIN_RATE
+done
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# --- output -------------------------------------------------------------------------
+mkdir -p "$ROOT/bench/results"
+f() { printf '%.*f' "$2" "$1"; }
+MODE=$([ "$QUICK" = 1 ] && echo quick || echo full)
+jq -n \
+  --arg mode "$MODE" --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --arg commit "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+  --arg pg "$PG_DESC" --arg kafka "$KAFKA_DESC" --arg load_start "$LOAD_START" --arg load_end "$LOAD_END" \
+  --arg relay_args "$RELAY_ARGS" \
+  --argjson n_drain "$N_DRAIN" --argjson payload "$PAYLOAD" \
+  --argjson drain "${R[drain]}" --argjson drain_s "$(f "${R[drain_s]}" 2)" \
+  --argjson ci "${R[ceiling_pg_insert]}" --argjson cd "${R[ceiling_pg_delete]}" --argjson ck "${R[ceiling_kafka]}" \
+  --argjson ccd "${R[pg_claim_delete]}" --argjson ratio "$(f "${R[drain_ratio]}" 3)" \
+  --argjson ccd_old "${R[pg_claim_delete_old]}" --argjson ccd_new "${R[pg_claim_delete_new]}" --argjson ratio_parts "$(f "${R[drain_ratio_parts]}" 3)" \
+  --argjson c50 "${R[commit_p50_1000]}" --argjson c99 "${R[commit_p99_1000]}" \
+  --argjson c50_5 "${R[commit_p50_5000]}" --argjson c99_5 "${R[commit_p99_5000]}" \
+  --argjson p50 "${R[e2e_p50_ms_at_1000]}" --argjson p99 "${R[e2e_p99_ms_at_1000]}" --argjson max1 "${R[e2e_max_ms_at_1000]}" \
+  --argjson p50_5 "${R[e2e_p50_ms_at_5000]}" --argjson p99_5 "${R[e2e_p99_ms_at_5000]}" --argjson max5 "${R[e2e_max_ms_at_5000]}" \
+  --argjson p50_off "${R[e2e_p50_ms_notify_off]}" --argjson p99_off "${R[e2e_p99_ms_notify_off]}" \
+  --argjson rss "${R[relay_peak_rss_mb]}" --argjson cpu "$(f "${R[drain_cpu_us_per_msg]}" 2)" \
+  --argjson sb "${R[size_before]}" --argjson sa "${R[size_after]}" \
+  --argjson l1 "${R[drain_lanes_1]}" --argjson l2 "${R[drain_lanes_2]}" --argjson l4 "${R[drain_lanes_4]}" \
+  --argjson s64 "${R[drain_payload_64]}" --argjson s1k "${R[drain_payload_1024]}" --argjson s16k "${R[drain_payload_16384]}" \
+  --argjson p1on "${R[pub1_notify_true]}" --argjson p1off "${R[pub1_notify_false]}" \
+  --argjson p100on "${R[pub100_notify_true]}" --argjson p100off "${R[pub100_notify_false]}" \
+  '{mode:$mode, date:$date, commit:$commit, postgres:$pg, kafka:$kafka, relay_args:$relay_args,
+    loadavg_start:$load_start, loadavg_end:$load_end, drain_rows:$n_drain, payload_bytes:$payload,
+    drain_msgs_per_s:$drain, drain_seconds:$drain_s,
+    ceiling_pg_insert_msgs_per_s:$ci, ceiling_pg_delete_msgs_per_s:$cd, ceiling_kafka_msgs_per_s:$ck,
+    pg_claim_plus_delete_msgs_per_s:$ccd, pg_claim_plus_delete_fresh_table_msgs_per_s:{current_claim:$ccd_new, pre_issue8_claim:$ccd_old},
+    drain_ratio:$ratio, drain_ratio_vs_relay_parts:$ratio_parts,
+    commit_p50_ms_at_1000:$c50, commit_p99_ms_at_1000:$c99, commit_p50_ms_at_5000:$c50_5, commit_p99_ms_at_5000:$c99_5,
+    e2e_p50_ms_at_1000:$p50, e2e_p99_ms_at_1000:$p99, e2e_max_ms_at_1000:$max1,
+    e2e_p50_ms_at_5000:$p50_5, e2e_p99_ms_at_5000:$p99_5, e2e_max_ms_at_5000:$max5,
+    e2e_p50_ms_at_1000_notify_off:$p50_off, e2e_p99_ms_at_1000_notify_off:$p99_off,
+    relay_peak_rss_mb:$rss, cpu_us_per_msg:$cpu,
+    outbox_total_bytes_before_load:$sb, outbox_total_bytes_after_load:$sa,
+    drain_msgs_per_s_lanes:{"1":$l1, "2":$l2, "4":$l4},
+    drain_msgs_per_s_payload:{"64":$s64, "1024":$s1k, "16384":$s16k},
+    publish_rows_per_s:{notify_on_1_per_tx:$p1on, notify_off_1_per_tx:$p1off,
+                        notify_on_100_per_tx:$p100on, notify_off_100_per_tx:$p100off}}' \
+  >"$ROOT/bench/results/latest.json"
+
+cat <<EOF
+## outbox-relay benchmark ($MODE, $(date -u +%Y-%m-%d), load avg start $LOAD_START / end $LOAD_END, 2 cores shared)
+
+| Figure | Value | Bound / note |
+|---|---:|---|
+| PG ceiling: publish, 100/tx, 4 clients | ${R[ceiling_pg_insert]} rows/s | WAL fsync + plpgsql publish |
+| PG ceiling: bare DELETE of claimed batches | ${R[ceiling_pg_delete]} rows/s | delete time only (${R[delete_rows]} rows) |
+| PG: claim + DELETE (relay's DB work, no Kafka) | ${R[pg_claim_delete]} rows/s | one session, on the published rows |
+| PG: claim + DELETE, fresh $N_SCALE-row table: claim query now / before issue 8 | ${R[pg_claim_delete_new]} / ${R[pg_claim_delete_old]} rows/s | lane index vs primary-key plan |
+| Kafka ceiling: bare idempotent producer | ${R[ceiling_kafka]} msgs/s | dev-kafka mock, $N_KAFKA records |
+| **Relay drain** ($N_DRAIN rows, ${PAYLOAD} B) | **${R[drain]} msgs/s** ($(f "${R[drain_s]}" 1) s) | |
+| **drain_ratio** (drain / min ceiling) | **$(f "${R[drain_ratio]}" 2)** | target ≥ 0.7 |
+| drain / min(claim+DELETE, Kafka) | $(f "${R[drain_ratio_parts]}" 2) | what the relay's own parts allow |
+| e2e latency @1000/s p50 / p99 / max | ${R[e2e_p50_ms_at_1000]} / **${R[e2e_p99_ms_at_1000]}** / ${R[e2e_max_ms_at_1000]} ms | target p99 ≤ 50; COMMIT itself p50/p99 ${R[commit_p50_1000]} / ${R[commit_p99_1000]} ms |
+| e2e latency @5000/s p50 / p99 / max | ${R[e2e_p50_ms_at_5000]} / ${R[e2e_p99_ms_at_5000]} / ${R[e2e_max_ms_at_5000]} ms | COMMIT itself p50/p99 ${R[commit_p50_5000]} / ${R[commit_p99_5000]} ms |
+| e2e latency @1000/s, NOTIFY off: p50 / p99 | ${R[e2e_p50_ms_notify_off]} / ${R[e2e_p99_ms_notify_off]} ms | --poll-interval 200ms |
+| Relay peak RSS | ${R[relay_peak_rss_mb]} MB | target ≤ 64 |
+| Relay CPU per message (drain) | $(f "${R[drain_cpu_us_per_msg]}" 2) µs | user + sys |
+| outbox.messages total size before / after load | $(( ${R[size_before]} / 1024 )) / $(( ${R[size_after]} / 1024 )) KiB | heap + indexes + toast |
+| Drain with 1 / 2 / 4 lanes | ${R[drain_lanes_1]} / ${R[drain_lanes_2]} / ${R[drain_lanes_4]} msgs/s | $N_SCALE rows |
+| Drain with 64 B / 1 KiB / 16 KiB payloads | ${R[drain_payload_64]} / ${R[drain_payload_1024]} / ${R[drain_payload_16384]} msgs/s | 16 lanes; 16 KiB: $N_SCALE_16K rows |
+| Publish 1/tx: NOTIFY on / off | ${R[pub1_notify_true]} / ${R[pub1_notify_false]} rows/s | 4 clients, median of runs [${R[pub1_notify_true_runs]}] / [${R[pub1_notify_false_runs]}] |
+| Publish 100/tx: NOTIFY on / off | ${R[pub100_notify_true]} / ${R[pub100_notify_false]} rows/s | 4 clients, median of runs [${R[pub100_notify_true_runs]}] / [${R[pub100_notify_false_runs]}] |
+
+PostgreSQL: $PG_DESC. Kafka: $KAFKA_DESC. Relay options: ${RELAY_ARGS:-defaults}.
+EOF
