@@ -19,17 +19,19 @@ OutboxStore::OutboxStore(const std::string& conninfo, const std::string& applica
   // commits are not affected: this is a setting of this session only.
   conn_->Exec("SET synchronous_commit = off");
   // Binary results: ids and uuids arrive as raw bytes, payloads without hex decoding.
-  // The row comparison repeats `lane = c.lane AND id > c.after_id` in a form only the
+  // The row comparison restates `lane = c.lane` in a form only the
   // (lane, id) index can use as its start key. Without it the planner prefers walking
   // the primary key in id order and filtering on lane (it rates the pkey's perfect heap
   // correlation above the lane index), which reads every lane's rows to find one lane's:
   // lane_count times the work per claim (see docs/performance.md).
   conn_->Prepare("claim", R"sql(
-    SELECT m.id, m.message_id, m.lane, m.topic, m.key, m.payload, m.headers::text
-    FROM unnest($1::int[], $2::bigint[], $3::int[]) AS c(lane, after_id, lim)
+    SELECT m.id, m.message_id, m.lane, m.topic, m.key,
+           CASE WHEN m.id > c.known_up_to THEN m.payload END,
+           CASE WHEN m.id > c.known_up_to THEN m.headers::text ELSE '{}' END
+    FROM unnest($1::int[], $2::bigint[], $3::int[]) AS c(lane, known_up_to, lim)
     CROSS JOIN LATERAL (
       SELECT id, message_id, lane, topic, key, payload, headers FROM outbox.messages
-      WHERE lane = c.lane AND id > c.after_id AND (lane, id) > (c.lane, c.after_id)
+      WHERE lane = c.lane AND (lane, id) > (c.lane, 0)
       ORDER BY id LIMIT c.lim
     ) AS m)sql");
   conn_->Prepare("delete", "DELETE FROM outbox.messages WHERE id = ANY($1::bigint[])");
@@ -76,7 +78,7 @@ std::vector<OutboxRow> OutboxStore::Claim(const std::vector<LaneClaim>& claims) 
   std::vector<std::int64_t> after;
   for (const auto& c : claims) {
     lanes.push_back(c.lane);
-    after.push_back(c.after_id);
+    after.push_back(c.known_up_to);
     limits.push_back(c.limit);
   }
   auto r = conn_->ExecPrepared("claim",

@@ -34,10 +34,12 @@ class OutboxStore {
 
   struct LaneClaim {
     int lane;
-    std::int64_t after_id;  // claim rows with id > after_id
-    int limit;
+    std::int64_t known_up_to;  // highest id of the lane the relay has in flight (0: none)
+    int limit;                 // rows to read, counted from the lane's lowest id
   };
-  // The next rows of each lane in id order (one round trip for all lanes).
+  // The lowest `limit` rows of each lane in id order (one round trip for all lanes).
+  // Rows with id <= known_up_to come without payload and headers: the caller already
+  // has them in flight, or they are late commits it must not produce yet (relay.cc).
   std::vector<OutboxRow> Claim(const std::vector<LaneClaim>& claims);
 
   // Removes published rows.

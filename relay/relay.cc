@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <random>
+#include <unordered_set>
 
 #include "lane_plan.h"
 
@@ -13,10 +14,6 @@ namespace {
 
 using std::chrono::milliseconds;
 
-// A lane that has had a backlog this long re-claims from its lowest id once idle, so a
-// row whose transaction committed late (with an id below the cursor) is not left
-// waiting behind a long backlog.
-constexpr milliseconds kRescanAfter{5000};
 // Records produced and not acknowledged, over all lanes: bounds memory.
 constexpr int kMaxInflightRecords = 50000;
 // A lane whose delivery failed (transient) waits this long before re-claiming.
@@ -63,7 +60,6 @@ void Relay::OnConnectionLost(const std::string& why) {
     lane.owned = false;
     lane.releasing = false;
     lane.at_head = true;
-    lane.cursor = 0;
   }
   metrics_.db_connected.Set(0);
   metrics_.owned_lanes.Set(0);
@@ -86,7 +82,6 @@ void Relay::Rebalance() {
       lane.owned = true;
       lane.releasing = false;
       lane.at_head = true;
-      lane.cursor = 0;
       lane.wake = true;
     }
     if (!got.empty()) {
@@ -112,6 +107,12 @@ int Relay::InFlightRecords() const {
 }
 
 void Relay::ClaimAndProduce() {
+  // Every claim reads a lane from its lowest id, so a row whose transaction committed
+  // late (with an id below rows already claimed) is never skipped. The lane's rows in
+  // flight come back too (without payload); any other row at or below the highest id
+  // in flight is such a late commit: producing the new rows now could put a younger
+  // message of its key before it, so the lane produces nothing this time, lets its
+  // in-flight batches finish and claims again (then the late row comes first).
   auto now = Clock::now();
   int budget = kMaxInflightRecords - InFlightRecords();
   std::vector<OutboxStore::LaneClaim> claims;
@@ -121,20 +122,15 @@ void Relay::ClaimAndProduce() {
     if (lane.reset_pending) {
       if (!lane.inflight.empty()) continue;
       lane.reset_pending = false;
-      lane.at_head = true;
-      lane.cursor = 0;
-      lane.wake = true;
+      lane.at_head = false;  // claim at once
     }
-    if (!lane.at_head && now - lane.backlog_since > kRescanAfter) {
-      if (!lane.inflight.empty()) continue;  // let it drain, then start from its lowest id
-      lane.at_head = true;
-      lane.cursor = 0;
-      lane.wake = true;
-    }
-    if (lane.at_head && !(lane.wake && lane.inflight.empty())) continue;
+    if (lane.at_head && !lane.wake) continue;
     if (budget < config_.batch_size) break;
     budget -= config_.batch_size;
-    claims.push_back({id, lane.at_head ? 0 : lane.cursor, config_.batch_size});
+    int in_flight_rows = 0;
+    for (const auto& b : lane.inflight) in_flight_rows += static_cast<int>(b->entries.size());
+    std::int64_t known_up_to = lane.inflight.empty() ? 0 : lane.inflight.back()->entries.back().id;
+    claims.push_back({id, known_up_to, config_.batch_size + in_flight_rows});
   }
   if (claims.empty()) return;
 
@@ -146,25 +142,33 @@ void Relay::ClaimAndProduce() {
   bool queue_full = false;
   for (const auto& claim : claims) {
     auto& lane = lanes_[claim.lane];
-    auto& lane_rows = by_lane[claim.lane];
-    bool from_scratch = lane.at_head;
     lane.wake = false;
-    if (static_cast<int>(lane_rows.size()) < claim.limit) {
-      lane.at_head = true;
-    } else if (from_scratch) {
-      lane.at_head = false;
-      lane.backlog_since = now;
+    std::unordered_set<std::int64_t> in_flight;
+    for (const auto& b : lane.inflight) {
+      for (const auto& e : b->entries) in_flight.insert(e.id);
     }
-    if (lane_rows.empty() || queue_full) {
-      if (queue_full) lane.at_head = lane.inflight.empty();
+    std::vector<OutboxRow*> fresh;
+    bool late = false;
+    for (auto* row : by_lane[claim.lane]) {
+      if (row->id > claim.known_up_to) {
+        if (static_cast<int>(fresh.size()) < config_.batch_size) fresh.push_back(row);
+      } else if (!in_flight.count(row->id)) {
+        late = true;
+        break;
+      }
+    }
+    if (late) {
+      log_->debug("late commit below the rows in flight, re-claiming once idle lane={}", claim.lane);
+      lane.reset_pending = true;
       continue;
     }
+    lane.at_head = static_cast<int>(fresh.size()) < config_.batch_size;
+    if (fresh.empty() || queue_full) continue;
     auto batch = std::make_unique<Batch>();
     batch->lane = claim.lane;
     batch->claimed_at = now;
-    batch->entries.reserve(lane_rows.size());  // addresses handed to Kafka must not move
-    std::int64_t last_taken = from_scratch ? 0 : lane.cursor;
-    for (auto* row : lane_rows) {
+    batch->entries.reserve(fresh.size());  // addresses handed to Kafka must not move
+    for (auto* row : fresh) {
       batch->entries.push_back({batch.get(), row->id});
       std::string error;
       DeliveryFailure failure = DeliveryFailure::kTransient;
@@ -174,24 +178,21 @@ void Relay::ClaimAndProduce() {
       } else if (status == KafkaProducer::ProduceStatus::kRejected && failure == DeliveryFailure::kPermanent) {
         batch->rejected.emplace_back(row->id, error);
       } else {
-        // Queue full or a transient refusal: stop this lane here; the row and those after
-        // it stay in the table and are claimed again.
+        // Queue full or a transient refusal: stop this lane here. The row and those after
+        // it stay in the table; being below the rows in flight, the next claim sees them
+        // as late and the lane starts again from its lowest id once idle.
         batch->entries.pop_back();
         if (status == KafkaProducer::ProduceStatus::kQueueFull) {
           queue_full = true;
         } else {
           log_->warn("produce refused lane={} id={} error={}", claim.lane, row->id, error);
-          lane.reset_pending = true;
           lane.resume_at = now + kRetryPause;
         }
-        lane.at_head = false;
+        lane.reset_pending = true;
         break;
       }
-      last_taken = row->id;
     }
-    lane.cursor = last_taken;
     if (!batch->entries.empty()) lane.inflight.push_back(std::move(batch));
-    if (queue_full && lane.inflight.empty()) lane.at_head = true;
   }
   metrics_.inflight.Set(InFlightRecords());
 }
@@ -259,7 +260,6 @@ void Relay::ReleaseIdleLanes() {
     lane.owned = false;
     lane.releasing = false;
     lane.at_head = true;
-    lane.cursor = 0;
     log_->info("lane released lane={}", id);
   }
 }
@@ -270,9 +270,11 @@ bool Relay::CanClaimNow() const {
   for (const auto& [id, lane] : lanes_) {
     if (!lane.owned || lane.releasing || now < lane.resume_at) continue;
     if (static_cast<int>(lane.inflight.size()) >= config_.max_inflight_batches) continue;
-    if (!lane.at_head || (lane.wake && lane.inflight.empty()) || (lane.reset_pending && lane.inflight.empty())) {
-      return true;
+    if (lane.reset_pending) {
+      if (lane.inflight.empty()) return true;
+      continue;
     }
+    if (!lane.at_head || lane.wake) return true;
   }
   return false;
 }

@@ -57,11 +57,9 @@ class Relay {
   struct Lane {
     bool owned = false;
     bool releasing = false;          // stop claiming, unlock once nothing is in flight
-    std::int64_t cursor = 0;         // last claimed id (backlog mode)
-    bool at_head = true;             // last claim was short: next claim starts from scratch
-    Clock::time_point backlog_since; // first claim of the current backlog run
+    bool at_head = true;             // last claim was short: claim again when woken
     Clock::time_point resume_at;     // no claims before (after a transient failure)
-    bool reset_pending = false;      // a batch failed: re-claim from scratch when idle
+    bool reset_pending = false;      // a failure or a late commit: claim again once idle
     bool wake = true;                // a NOTIFY or the poll timer asks for a claim
     std::deque<std::unique_ptr<Batch>> inflight;
   };

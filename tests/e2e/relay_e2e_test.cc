@@ -160,7 +160,7 @@ TEST_F(RelayE2e, RolledBackPublishNeverArrives) {
 }
 
 TEST_F(RelayE2e, SurvivesRepeatedKillNineWithoutLossOrReordering) {
-  constexpr int kMessages = 30000, kKills = 6, kBatch = 100, kInflight = 2, kLanes = 16;
+  constexpr int kMessages = 30000, kKills = 6, kBatch = 20, kInflight = 2, kLanes = 16;
   Prefill(kMessages, 64);
   std::vector<std::string> args = {"--batch-size", std::to_string(kBatch), "--max-inflight-batches",
                                    std::to_string(kInflight)};
@@ -320,6 +320,51 @@ TEST_F(RelayE2e, SigtermDuringLoadExitsZeroAndRestartPublishesNoDuplicates) {
   auto rep = test::Analyze(test::ReadTopic(kafka_.bootstrap(), topic_, kMessages, 120s, 2s));
   EXPECT_EQ(rep.distinct, kMessages);
   EXPECT_EQ(rep.duplicates, 0);
+  EXPECT_EQ(rep.out_of_order_keys, 0) << rep.first_problem;
+}
+
+// A transaction that took its id early but commits late must still be published before
+// the next message of its key, even though younger rows of its lane were claimed first.
+TEST_F(RelayE2e, LateCommitBelowRowsInFlightKeepsKeyOrder) {
+  if (!kafka_.is_mock()) GTEST_SKIP() << "needs the mock cluster to hold records in flight";
+  pqxx::connection late{db_};
+  std::string other;  // a key in the same lane as "K"
+  {
+    pqxx::work tx{late};
+    other = tx.exec1("SELECT k FROM generate_series(1, 10000) i, LATERAL (SELECT 'L' || i AS k) x "
+                     "WHERE outbox.lane_of(k, NULL, 16) = outbox.lane_of('K', NULL, 16) LIMIT 1")[0].as<std::string>();
+  }
+  int port = test::FreePort();
+  auto relay = StartRelay({"--batch-size", "2", "--metrics-listen", "127.0.0.1:" + std::to_string(port)});
+  auto inflight = [&] {
+    auto m = test::RunProcess({"curl", "-sf", "http://127.0.0.1:" + std::to_string(port) + "/metrics"});
+    return m.out.find("outbox_relay_inflight_messages 8\n") != std::string::npos;
+  };
+  kafka_.SetBrokerDown(1);
+  pqxx::work first{late};
+  first.exec("SELECT outbox.publish(" + first.quote(topic_) + ", 'K', 'first'::bytea, '{\"key_seq\": \"0\"}')");
+  {
+    pqxx::connection c{db_};
+    pqxx::work tx{c};
+    for (int i = 0; i < 20; ++i) {  // more than fit in flight: the lane has a backlog
+      tx.exec("SELECT outbox.publish(" + tx.quote(topic_) + ", " + tx.quote(other) + ", 'other'::bytea, " +
+              "jsonb_build_object('key_seq', '" + std::to_string(i) + "'))");
+    }
+    tx.commit();
+  }
+  // 4 batches of 2 younger rows are in flight (--max-inflight-batches 4).
+  ASSERT_TRUE(test::WaitUntil(inflight, 30s)) << relay->Stderr();
+  first.commit();
+  {
+    pqxx::connection c{db_};
+    pqxx::work tx{c};
+    tx.exec("SELECT outbox.publish(" + tx.quote(topic_) + ", 'K', 'second'::bytea, '{\"key_seq\": \"1\"}')");
+    tx.commit();
+  }
+  kafka_.SetBrokerUp(1);
+  ASSERT_TRUE(WaitDrained(60s)) << relay->Stderr();
+  auto rep = test::Analyze(test::ReadTopic(kafka_.bootstrap(), topic_, 22, 60s, 500ms));
+  EXPECT_EQ(rep.distinct, 22);
   EXPECT_EQ(rep.out_of_order_keys, 0) << rep.first_problem;
 }
 
