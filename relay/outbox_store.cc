@@ -4,6 +4,33 @@
 
 namespace outbox::relay {
 
+namespace {
+
+// Rows in the column order of the claim and fetch statements, binary format.
+std::vector<OutboxRow> DecodeRows(const PGresult* res) {
+  int n = PQntuples(res);
+  std::vector<OutboxRow> rows(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) {
+    auto& row = rows[static_cast<size_t>(i)];
+    row.id = ReadInt8(res, i, 0);
+    row.message_id = ReadUuid(res, i, 1);
+    row.lane = ReadInt4(res, i, 2);
+    row.topic.assign(PQgetvalue(res, i, 3), static_cast<size_t>(PQgetlength(res, i, 3)));
+    row.key = ReadBytes(res, i, 4);
+    row.payload = ReadBytes(res, i, 5);
+    std::string_view headers{PQgetvalue(res, i, 6), static_cast<size_t>(PQgetlength(res, i, 6))};
+    if (headers != "{}") {
+      auto j = nlohmann::json::parse(headers);
+      for (auto it = j.begin(); it != j.end(); ++it) {
+        row.headers.emplace_back(it.key(), it->is_string() ? it->get<std::string>() : it->dump());
+      }
+    }
+  }
+  return rows;
+}
+
+}  // namespace
+
 OutboxStore::OutboxStore(const std::string& conninfo, const std::string& application_name)
     : conn_(std::make_unique<PgConnection>(conninfo, application_name)) {
   auto settings = conn_->Exec("SELECT lane_count FROM outbox.settings");
@@ -34,6 +61,9 @@ OutboxStore::OutboxStore(const std::string& conninfo, const std::string& applica
       WHERE lane = c.lane AND (lane, id) > (c.lane, 0)
       ORDER BY id LIMIT c.lim
     ) AS m)sql");
+  conn_->Prepare("fetch", R"sql(
+    SELECT id, message_id, lane, topic, key, payload, headers::text
+    FROM outbox.messages WHERE id = ANY($1::bigint[]) ORDER BY id)sql");
   conn_->Prepare("delete", "DELETE FROM outbox.messages WHERE id = ANY($1::bigint[])");
   conn_->Prepare("dead_letter", R"sql(
     WITH d AS (DELETE FROM outbox.messages WHERE id = $1 RETURNING *)
@@ -85,26 +115,13 @@ std::vector<OutboxRow> OutboxStore::Claim(const std::vector<LaneClaim>& claims) 
                                {ArrayLiteral(lanes.begin(), lanes.end()), ArrayLiteral(after.begin(), after.end()),
                                 ArrayLiteral(limits.begin(), limits.end())},
                                /*binary_results=*/true);
-  const PGresult* res = r.get();
-  int n = PQntuples(res);
-  std::vector<OutboxRow> rows(static_cast<size_t>(n));
-  for (int i = 0; i < n; ++i) {
-    auto& row = rows[static_cast<size_t>(i)];
-    row.id = ReadInt8(res, i, 0);
-    row.message_id = ReadUuid(res, i, 1);
-    row.lane = ReadInt4(res, i, 2);
-    row.topic.assign(PQgetvalue(res, i, 3), static_cast<size_t>(PQgetlength(res, i, 3)));
-    row.key = ReadBytes(res, i, 4);
-    row.payload = ReadBytes(res, i, 5);
-    std::string_view headers{PQgetvalue(res, i, 6), static_cast<size_t>(PQgetlength(res, i, 6))};
-    if (headers != "{}") {
-      auto j = nlohmann::json::parse(headers);
-      for (auto it = j.begin(); it != j.end(); ++it) {
-        row.headers.emplace_back(it.key(), it->is_string() ? it->get<std::string>() : it->dump());
-      }
-    }
-  }
-  return rows;
+  return DecodeRows(r.get());
+}
+
+std::vector<OutboxRow> OutboxStore::Fetch(const std::vector<std::int64_t>& ids) {
+  if (ids.empty()) return {};
+  auto r = conn_->ExecPrepared("fetch", {ArrayLiteral(ids.begin(), ids.end())}, /*binary_results=*/true);
+  return DecodeRows(r.get());
 }
 
 void OutboxStore::Delete(const std::vector<std::int64_t>& ids) {

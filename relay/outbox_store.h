@@ -42,6 +42,9 @@ class OutboxStore {
   // has them in flight, or they are late commits it must not produce yet (relay.cc).
   std::vector<OutboxRow> Claim(const std::vector<LaneClaim>& claims);
 
+  // Whole rows by id, in id order (for late commits the claim returned without payload).
+  std::vector<OutboxRow> Fetch(const std::vector<std::int64_t>& ids);
+
   // Removes published rows.
   void Delete(const std::vector<std::int64_t>& ids);
   // Moves a row Kafka refused for good to outbox.dead_letters with the error.

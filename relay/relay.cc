@@ -109,10 +109,11 @@ int Relay::InFlightRecords() const {
 void Relay::ClaimAndProduce() {
   // Every claim reads a lane from its lowest id, so a row whose transaction committed
   // late (with an id below rows already claimed) is never skipped. The lane's rows in
-  // flight come back too (without payload); any other row at or below the highest id
-  // in flight is such a late commit: producing the new rows now could put a younger
-  // message of its key before it, so the lane produces nothing this time, lets its
-  // in-flight batches finish and claims again (then the late row comes first).
+  // flight come back too (without payload) and are passed over; any other row at or
+  // below the highest id in flight is such a late commit. It is fetched whole and
+  // produced at once, before the lane's new rows: in id order, as always. No row of its
+  // key in flight can be younger — for writers that serialise on a key, id order is
+  // commit order, and every row in flight was visible before the late row committed.
   auto now = Clock::now();
   int budget = kMaxInflightRecords - InFlightRecords();
   std::vector<OutboxStore::LaneClaim> claims;
@@ -128,9 +129,12 @@ void Relay::ClaimAndProduce() {
     if (budget < config_.batch_size) break;
     budget -= config_.batch_size;
     int in_flight_rows = 0;
-    for (const auto& b : lane.inflight) in_flight_rows += static_cast<int>(b->entries.size());
-    std::int64_t known_up_to = lane.inflight.empty() ? 0 : lane.inflight.back()->entries.back().id;
-    claims.push_back({id, known_up_to, config_.batch_size + in_flight_rows});
+    std::int64_t highest = 0;  // batches may start with late rows: take the maximum
+    for (const auto& b : lane.inflight) {
+      in_flight_rows += static_cast<int>(b->entries.size());
+      for (const auto& e : b->entries) highest = std::max(highest, e.id);
+    }
+    claims.push_back({id, highest, config_.batch_size + in_flight_rows});
   }
   if (claims.empty()) return;
 
@@ -139,7 +143,10 @@ void Relay::ClaimAndProduce() {
   std::map<int, std::vector<OutboxRow*>> by_lane;
   for (auto& row : rows) by_lane[row.lane].push_back(&row);
 
-  bool queue_full = false;
+  // Sort each lane's rows: in flight (skip), late (fetch whole), new.
+  std::map<int, std::vector<OutboxRow*>> to_produce;
+  std::map<int, std::int64_t> known_up_to;
+  std::vector<std::int64_t> late_ids;
   for (const auto& claim : claims) {
     auto& lane = lanes_[claim.lane];
     lane.wake = false;
@@ -147,21 +154,41 @@ void Relay::ClaimAndProduce() {
     for (const auto& b : lane.inflight) {
       for (const auto& e : b->entries) in_flight.insert(e.id);
     }
-    std::vector<OutboxRow*> fresh;
-    bool late = false;
+    auto& list = to_produce[claim.lane];
+    known_up_to[claim.lane] = claim.known_up_to;
     for (auto* row : by_lane[claim.lane]) {
+      if (static_cast<int>(list.size()) >= config_.batch_size) break;
       if (row->id > claim.known_up_to) {
-        if (static_cast<int>(fresh.size()) < config_.batch_size) fresh.push_back(row);
+        list.push_back(row);
       } else if (!in_flight.count(row->id)) {
-        late = true;
-        break;
+        late_ids.push_back(row->id);
+        list.push_back(row);
       }
     }
-    if (late) {
-      log_->debug("late commit below the rows in flight, re-claiming once idle lane={}", claim.lane);
-      lane.reset_pending = true;
-      continue;
+  }
+  std::vector<OutboxRow> late_rows;
+  if (!late_ids.empty()) {
+    late_rows = store_->Fetch(late_ids);
+    std::map<std::int64_t, OutboxRow*> whole;
+    for (auto& r : late_rows) whole[r.id] = &r;
+    for (auto& [lane_id, list] : to_produce) {
+      std::vector<OutboxRow*> kept;
+      for (auto* row : list) {
+        if (row->id > known_up_to[lane_id]) {
+          kept.push_back(row);
+        } else if (auto it = whole.find(row->id); it != whole.end()) {
+          kept.push_back(it->second);
+        }  // else gone meanwhile (a former owner delivered and deleted it): skip
+      }
+      list.swap(kept);
     }
+    log_->debug("late commits below rows in flight, produced first count={}", late_rows.size());
+  }
+
+  bool queue_full = false;
+  for (const auto& claim : claims) {
+    auto& lane = lanes_[claim.lane];
+    const auto& fresh = to_produce[claim.lane];
     lane.at_head = static_cast<int>(fresh.size()) < config_.batch_size;
     if (fresh.empty() || queue_full) continue;
     auto batch = std::make_unique<Batch>();
@@ -179,8 +206,7 @@ void Relay::ClaimAndProduce() {
         batch->rejected.emplace_back(row->id, error);
       } else {
         // Queue full or a transient refusal: stop this lane here. The row and those after
-        // it stay in the table; being below the rows in flight, the next claim sees them
-        // as late and the lane starts again from its lowest id once idle.
+        // it stay in the table; the lane claims again once nothing of it is in flight.
         batch->entries.pop_back();
         if (status == KafkaProducer::ProduceStatus::kQueueFull) {
           queue_full = true;
