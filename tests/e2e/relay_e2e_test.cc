@@ -340,7 +340,7 @@ TEST_F(RelayE2e, LateCommitBelowRowsInFlightKeepsKeyOrder) {
     auto m = test::RunProcess({"curl", "-sf", "http://127.0.0.1:" + std::to_string(port) + "/metrics"});
     return m.out.find("outbox_relay_inflight_messages 8\n") != std::string::npos;
   };
-  kafka_.SetBrokerDown(1);
+  kafka_.SetBrokerRtt(1, 60000);  // acknowledgements wait: records stay in flight
   pqxx::work first{late};
   first.exec("SELECT outbox.publish(" + first.quote(topic_) + ", 'K', 'first'::bytea, '{\"key_seq\": \"0\"}')");
   {
@@ -361,7 +361,7 @@ TEST_F(RelayE2e, LateCommitBelowRowsInFlightKeepsKeyOrder) {
     tx.exec("SELECT outbox.publish(" + tx.quote(topic_) + ", 'K', 'second'::bytea, '{\"key_seq\": \"1\"}')");
     tx.commit();
   }
-  kafka_.SetBrokerUp(1);
+  kafka_.SetBrokerRtt(1, 0);
   ASSERT_TRUE(WaitDrained(60s)) << relay->Stderr();
   auto rep = test::Analyze(test::ReadTopic(kafka_.bootstrap(), topic_, 22, 60s, 500ms));
   EXPECT_EQ(rep.distinct, 22);

@@ -78,6 +78,11 @@ void KafkaCluster::SetBrokerUp(std::int32_t broker_id) {
   rd_kafka_mock_broker_set_up(mock_, broker_id);
 }
 
+void KafkaCluster::SetBrokerRtt(std::int32_t broker_id, int rtt_ms) {
+  if (!mock_) throw std::logic_error("SetBrokerRtt needs the mock cluster");
+  rd_kafka_mock_broker_set_rtt(mock_, broker_id, rtt_ms);
+}
+
 std::string UniqueTopic(const std::string& prefix) {
   static std::atomic<int> n{0};
   std::random_device rd;

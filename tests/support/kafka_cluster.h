@@ -27,6 +27,9 @@ class KafkaCluster {
   // is_mock() (a real broker cannot be stopped from here).
   void SetBrokerDown(std::int32_t broker_id);
   void SetBrokerUp(std::int32_t broker_id);
+  // Mock only: delay every response of a broker by rtt_ms (0 = no delay). Holds records
+  // in flight without closing the broker's listener.
+  void SetBrokerRtt(std::int32_t broker_id, int rtt_ms);
 
  private:
   std::string bootstrap_;
