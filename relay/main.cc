@@ -2,12 +2,12 @@
 #include <cstdio>
 #include <iostream>
 
-#include "cli.h"
-#include "commands.h"
-#include "errors.h"
-#include "logging.h"
-#include "signals.h"
-#include "version.h"
+#include "cli/cli.h"
+#include "cli/commands.h"
+#include "common/errors.h"
+#include "ops/logging.h"
+#include "ops/signals.h"
+#include "cli/version.h"
 
 int main(int argc, char** argv) {
   using namespace outbox::relay;

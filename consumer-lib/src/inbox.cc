@@ -1,5 +1,7 @@
 #include "inbox.h"
 
+#include "headers_json.h"
+
 #include <nlohmann/json.hpp>
 
 namespace outbox::internal {
@@ -14,12 +16,6 @@ size_t Utf8Length(const std::string& s, size_t i) {
     if ((static_cast<unsigned char>(s[i + k]) >> 6) != 0x2) return 0;
   }
   return n;
-}
-
-std::string HeadersJson(const Headers& headers) {
-  nlohmann::json j = nlohmann::json::object();
-  for (const auto& [k, v] : headers) j[CleanText(k)] = CleanText(v);
-  return j.dump();
 }
 
 Headers HeadersFromJson(const std::string& text) {
@@ -112,7 +108,7 @@ void Park(pqxx::work& tx, const std::string& group, const Parked& p,
       "  last_error = excluded.last_error, last_error_kind = excluded.last_error_kind, "
       "  dead_letter = excluded.dead_letter, next_attempt_at = excluded.next_attempt_at",
       group, m.message_id, m.topic, m.partition, m.offset, m.key.has_value(), Bytes(m.key),
-      m.payload.has_value(), Bytes(m.payload), HeadersJson(m.headers), p.attempts,
+      m.payload.has_value(), Bytes(m.payload), internal::HeadersJson(m.headers), p.attempts,
       CleanText(p.last_error, 4000), std::string(p.permanent ? "permanent" : "retryable"),
       p.dead_letter, static_cast<double>(delay.count()));
 }

@@ -1,16 +1,12 @@
 #include "outbox/producer.h"
 
+#include "headers_json.h"
+
 #include <nlohmann/json.hpp>
 
 #include "outbox/error.h"
 
 namespace outbox {
-
-std::string HeadersJson(const Headers& headers) {
-  nlohmann::json j = nlohmann::json::object();
-  for (const auto& [k, v] : headers) j[k] = v;
-  return j.dump();
-}
 
 std::string Publish(pqxx::work& tx, std::string_view topic, std::optional<std::string_view> key,
                     std::string_view payload, const Headers& headers) {
@@ -19,7 +15,7 @@ std::string Publish(pqxx::work& tx, std::string_view topic, std::optional<std::s
   std::optional<std::string> k;
   if (key) k = std::string(*key);
   auto row = tx.exec_params1("SELECT outbox.publish($1, $2, $3::bytea, $4::jsonb)::text",
-                             std::string(topic), k, bytes, HeadersJson(headers));
+                             std::string(topic), k, bytes, internal::HeadersJson(headers));
   return row[0].as<std::string>();
 }
 
@@ -36,7 +32,7 @@ void Prepare(pqxx::work& outbox_tx, std::string_view gid, std::string_view topic
   std::optional<std::string> k;
   if (key) k = std::string(*key);
   outbox_tx.exec_params("SELECT outbox.prepare($1, $2, $3, $4::bytea, $5::jsonb, $6)", std::string(gid),
-                        std::string(topic), k, bytes, HeadersJson(headers), std::string(check_url));
+                        std::string(topic), k, bytes, internal::HeadersJson(headers), std::string(check_url));
 }
 
 std::string CommitPrepared(pqxx::work& outbox_tx, std::string_view gid) {

@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "kafka_cluster.h"
-#include "migrate.h"
+#include "cli/migrate.h"
 #include "pg_cluster.h"
 #include "wait.h"
 

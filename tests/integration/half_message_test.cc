@@ -14,10 +14,10 @@
 #include <spdlog/sinks/null_sink.h>
 #include <spdlog/spdlog.h>
 
-#include "check_back.h"
-#include "cli.h"
-#include "errors.h"
-#include "migrate.h"
+#include "half_messages/check_back.h"
+#include "cli/cli.h"
+#include "common/errors.h"
+#include "cli/migrate.h"
 #include "pg_cluster.h"
 #include "wait.h"
 

@@ -8,8 +8,8 @@
 #include <fstream>
 #include <pqxx/pqxx>
 
-#include "errors.h"
-#include "migrate.h"
+#include "common/errors.h"
+#include "cli/migrate.h"
 #include "pg_cluster.h"
 #include "process.h"
 

@@ -3,7 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "http_client.h"
+#include "webhooks/http_client.h"
 #include "http_server.h"
 #include "wait.h"
 

@@ -7,13 +7,14 @@
 
 #include <atomic>
 #include <mutex>
-#include <outbox/notifier.h>
+#include <outbox/notifications.h>
+#include "webhooks/notifier.h"
 #include <pqxx/pqxx>
 #include <set>
 #include <thread>
 
 #include "http_server.h"
-#include "migrate.h"
+#include "cli/migrate.h"
 #include "pg_cluster.h"
 #include "wait.h"
 

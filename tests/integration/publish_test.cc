@@ -7,7 +7,7 @@
 #include <outbox/producer.h>
 #include <pqxx/pqxx>
 
-#include "migrate.h"
+#include "cli/migrate.h"
 #include "pg_cluster.h"
 
 namespace outbox {

@@ -7,8 +7,8 @@
 #include <regex>
 #include <set>
 
-#include "cli.h"
-#include "errors.h"
+#include "cli/cli.h"
+#include "common/errors.h"
 #include "process.h"
 
 namespace outbox::relay {

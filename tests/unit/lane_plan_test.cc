@@ -2,8 +2,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "lane_plan.h"
-#include "kafka_producer.h"
+#include "core/lane_plan.h"
+#include "kafka/kafka_producer.h"
 
 namespace outbox::relay {
 namespace {

@@ -1,9 +1,9 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "db.h"
-#include "errors.h"
-#include "redact.h"
+#include "pg/db.h"
+#include "common/errors.h"
+#include "common/redact.h"
 
 namespace outbox::relay {
 namespace {

@@ -1,0 +1,138 @@
+#include "pg/outbox_store.h"
+
+#include <nlohmann/json.hpp>
+
+namespace outbox::relay {
+
+namespace {
+
+// Rows in the column order of the claim and fetch statements, binary format.
+std::vector<OutboxRow> DecodeRows(const PGresult* res) {
+  int n = PQntuples(res);
+  std::vector<OutboxRow> rows(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) {
+    auto& row = rows[static_cast<size_t>(i)];
+    row.id = ReadInt8(res, i, 0);
+    row.message_id = ReadUuid(res, i, 1);
+    row.lane = ReadInt4(res, i, 2);
+    row.topic.assign(PQgetvalue(res, i, 3), static_cast<size_t>(PQgetlength(res, i, 3)));
+    row.key = ReadBytes(res, i, 4);
+    row.payload = ReadBytes(res, i, 5);
+    std::string_view headers{PQgetvalue(res, i, 6), static_cast<size_t>(PQgetlength(res, i, 6))};
+    if (headers != "{}") {
+      auto j = nlohmann::json::parse(headers);
+      for (auto it = j.begin(); it != j.end(); ++it) {
+        row.headers.emplace_back(it.key(), it->is_string() ? it->get<std::string>() : it->dump());
+      }
+    }
+  }
+  return rows;
+}
+
+}  // namespace
+
+OutboxStore::OutboxStore(const std::string& conninfo, const std::string& application_name)
+    : conn_(std::make_unique<PgConnection>(conninfo, application_name)) {
+  auto settings = conn_->Exec("SELECT lane_count FROM outbox.settings");
+  if (PQntuples(settings.get()) != 1) {
+    throw PgError("outbox.settings is empty: run outbox-relay migrate", "55000", false);
+  }
+  lane_count_ = std::stoi(PQgetvalue(settings.get(), 0, 0));
+  conn_->Exec("LISTEN outbox_relay");
+  // The relay's own writes (deleting published rows, parking dead letters) need not wait
+  // for their WAL flush: if PostgreSQL crashes before the flush, the rows come back and
+  // are published again (duplicates, which consumers drop by message_id), never lost.
+  // Without this every loop turn waits for an fsync (see docs/performance.md). Producers'
+  // commits are not affected: this is a setting of this session only.
+  conn_->Exec("SET synchronous_commit = off");
+  // Binary results: ids and uuids arrive as raw bytes, payloads without hex decoding.
+  // The row comparison restates `lane = c.lane` in a form only the
+  // (lane, id) index can use as its start key. Without it the planner prefers walking
+  // the primary key in id order and filtering on lane (it rates the pkey's perfect heap
+  // correlation above the lane index), which reads every lane's rows to find one lane's:
+  // lane_count times the work per claim (see docs/performance.md).
+  conn_->Prepare("claim", R"sql(
+    SELECT m.id, m.message_id, m.lane, m.topic, m.key,
+           CASE WHEN m.id > c.known_up_to THEN m.payload END,
+           CASE WHEN m.id > c.known_up_to THEN m.headers::text ELSE '{}' END
+    FROM unnest($1::int[], $2::bigint[], $3::int[]) AS c(lane, known_up_to, lim)
+    CROSS JOIN LATERAL (
+      SELECT id, message_id, lane, topic, key, payload, headers FROM outbox.messages
+      WHERE lane = c.lane AND (lane, id) > (c.lane, 0)
+      ORDER BY id LIMIT c.lim
+    ) AS m)sql");
+  conn_->Prepare("fetch", R"sql(
+    SELECT id, message_id, lane, topic, key, payload, headers::text
+    FROM outbox.messages WHERE id = ANY($1::bigint[]) ORDER BY id)sql");
+  conn_->Prepare("delete", "DELETE FROM outbox.messages WHERE id = ANY($1::bigint[])");
+  conn_->Prepare("dead_letter", R"sql(
+    WITH d AS (DELETE FROM outbox.messages WHERE id = $1 RETURNING *)
+    INSERT INTO outbox.dead_letters (id, message_id, lane, topic, key, payload, headers, created_at, error)
+    SELECT id, message_id, lane, topic, key, payload, headers, created_at, $2 FROM d
+    ON CONFLICT (id) DO UPDATE SET error = EXCLUDED.error, failed_at = now())sql");
+}
+
+int OutboxStore::JoinGroup() {
+  // Member slots are dense: a relay takes the lowest free one.
+  auto r = conn_->Exec("SELECT s FROM generate_series(0, 4095) AS s WHERE pg_try_advisory_lock($1, s) LIMIT 1",
+                       {std::to_string(kMemberLockClass)});
+  if (PQntuples(r.get()) != 1) throw PgError("more than 4096 relays on one database", "53000", false);
+  return std::stoi(PQgetvalue(r.get(), 0, 0));
+}
+
+int OutboxStore::LiveRelays() {
+  auto r = conn_->Exec(
+      "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 "
+      "AND classid = $1::int::oid AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+      {std::to_string(kMemberLockClass)});
+  return std::max(1, std::stoi(PQgetvalue(r.get(), 0, 0)));
+}
+
+std::vector<int> OutboxStore::TryLockLanes(const std::vector<int>& lanes, int want) {
+  std::vector<int> got;
+  if (lanes.empty() || want <= 0) return got;
+  // The filter runs row by row in array order and LIMIT stops it: no lock beyond `want`.
+  auto r = conn_->Exec("SELECT l FROM unnest($1::int[]) AS l WHERE pg_try_advisory_lock($2, l) LIMIT $3",
+                       {ArrayLiteral(lanes.begin(), lanes.end()), std::to_string(kLaneLockClass),
+                        std::to_string(want)});
+  for (int i = 0; i < PQntuples(r.get()); ++i) got.push_back(std::stoi(PQgetvalue(r.get(), i, 0)));
+  return got;
+}
+
+void OutboxStore::UnlockLane(int lane) {
+  conn_->Exec("SELECT pg_advisory_unlock($1, $2)", {std::to_string(kLaneLockClass), std::to_string(lane)});
+}
+
+std::vector<OutboxRow> OutboxStore::Claim(const std::vector<LaneClaim>& claims) {
+  std::vector<int> lanes, limits;
+  std::vector<std::int64_t> after;
+  for (const auto& c : claims) {
+    lanes.push_back(c.lane);
+    after.push_back(c.known_up_to);
+    limits.push_back(c.limit);
+  }
+  auto r = conn_->ExecPrepared("claim",
+                               {ArrayLiteral(lanes.begin(), lanes.end()), ArrayLiteral(after.begin(), after.end()),
+                                ArrayLiteral(limits.begin(), limits.end())},
+                               /*binary_results=*/true);
+  return DecodeRows(r.get());
+}
+
+std::vector<OutboxRow> OutboxStore::Fetch(const std::vector<std::int64_t>& ids) {
+  if (ids.empty()) return {};
+  auto r = conn_->ExecPrepared("fetch", {ArrayLiteral(ids.begin(), ids.end())}, /*binary_results=*/true);
+  return DecodeRows(r.get());
+}
+
+void OutboxStore::Delete(const std::vector<std::int64_t>& ids) {
+  if (ids.empty()) return;
+  conn_->ExecPrepared("delete", {ArrayLiteral(ids.begin(), ids.end())});
+}
+
+void OutboxStore::DeadLetter(std::int64_t id, const std::string& error) {
+  conn_->ExecPrepared("dead_letter", {std::to_string(id), error});
+}
+
+bool OutboxStore::TakeNotifications() { return !conn_->ConsumeNotifications().empty(); }
+
+}  // namespace outbox::relay

@@ -1,0 +1,139 @@
+#include "pg/pg.h"
+
+#include <arpa/inet.h>
+#include <endian.h>
+
+#include <cstring>
+
+#include "common/errors.h"
+#include "pg/db.h"
+#include "common/redact.h"
+
+namespace outbox::relay {
+
+PgConnection::PgConnection(const std::string& conninfo, const std::string& application_name) {
+  CheckConninfo(conninfo);
+  // Keywords/values so application_name and keepalives are set without editing the
+  // caller's string (which may be a URI). Later duplicates win in libpq, so the user's
+  // own settings come last and override our defaults.
+  const char* keys[] = {"application_name", "keepalives", "keepalives_idle", "keepalives_interval",
+                        "keepalives_count", "dbname", nullptr};
+  const char* values[] = {application_name.c_str(), "1", "10", "5", "3", conninfo.c_str(), nullptr};
+  conn_ = PQconnectdbParams(keys, values, /*expand_dbname=*/1);
+  if (PQstatus(conn_) != CONNECTION_OK) {
+    std::string msg = PQerrorMessage(conn_);
+    PQfinish(conn_);
+    conn_ = nullptr;
+    throw PgError(SafeDbError(msg, conninfo), "08001", true);
+  }
+  if (const char* pw = PQpass(conn_)) password_ = pw;
+}
+
+PgConnection::~PgConnection() {
+  if (conn_) PQfinish(conn_);
+}
+
+PgResult PgConnection::Check(PGresult* raw) {
+  PgResult r{raw};
+  auto status = r ? PQresultStatus(r.get()) : PGRES_FATAL_ERROR;
+  if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK) return r;
+  bool lost = PQstatus(conn_) != CONNECTION_OK;
+  std::string sqlstate;
+  if (r) {
+    if (const char* s = PQresultErrorField(r.get(), PG_DIAG_SQLSTATE)) sqlstate = s;
+  }
+  // Admin shutdown / crash / connection failure classes also mean the session is gone.
+  if (sqlstate.rfind("08", 0) == 0 || sqlstate == "57P01" || sqlstate == "57P02" || sqlstate == "57P03") {
+    lost = true;
+  }
+  std::string msg = r ? PQresultErrorMessage(r.get()) : PQerrorMessage(conn_);
+  if (msg.empty()) msg = PQerrorMessage(conn_);
+  throw PgError(RedactSecret(msg, password_), sqlstate, lost);
+}
+
+namespace {
+
+struct Params {
+  std::vector<const char*> values;
+  explicit Params(const std::vector<std::optional<std::string>>& p) {
+    for (const auto& v : p) values.push_back(v ? v->c_str() : nullptr);
+  }
+};
+
+}  // namespace
+
+PgResult PgConnection::Exec(const std::string& sql, const std::vector<std::optional<std::string>>& params,
+                            bool binary_results) {
+  Params p{params};
+  return Check(PQexecParams(conn_, sql.c_str(), static_cast<int>(params.size()), nullptr, p.values.data(),
+                            nullptr, nullptr, binary_results ? 1 : 0));
+}
+
+void PgConnection::Prepare(const std::string& name, const std::string& sql) {
+  Check(PQprepare(conn_, name.c_str(), sql.c_str(), 0, nullptr));
+}
+
+PgResult PgConnection::ExecPrepared(const std::string& name,
+                                    const std::vector<std::optional<std::string>>& params,
+                                    bool binary_results) {
+  Params p{params};
+  return Check(PQexecPrepared(conn_, name.c_str(), static_cast<int>(params.size()), p.values.data(),
+                              nullptr, nullptr, binary_results ? 1 : 0));
+}
+
+std::vector<std::string> PgConnection::ConsumeNotifications() {
+  if (!PQconsumeInput(conn_)) {
+    throw PgError(RedactSecret(PQerrorMessage(conn_), password_), "08006", true);
+  }
+  std::vector<std::string> channels;
+  while (PGnotify* n = PQnotifies(conn_)) {
+    channels.emplace_back(n->relname);
+    PQfreemem(n);
+  }
+  if (PQstatus(conn_) != CONNECTION_OK) throw PgError("connection lost", "08006", true);
+  return channels;
+}
+
+std::int64_t ReadInt8(const PGresult* r, int row, int col) {
+  std::uint64_t v;
+  std::memcpy(&v, PQgetvalue(r, row, col), 8);
+  return static_cast<std::int64_t>(be64toh(v));
+}
+
+std::int32_t ReadInt4(const PGresult* r, int row, int col) {
+  std::uint32_t v;
+  std::memcpy(&v, PQgetvalue(r, row, col), 4);
+  return static_cast<std::int32_t>(ntohl(v));
+}
+
+std::string ReadUuid(const PGresult* r, int row, int col) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  const auto* b = reinterpret_cast<const unsigned char*>(PQgetvalue(r, row, col));
+  std::string s;
+  s.reserve(36);
+  for (int i = 0; i < 16; ++i) {
+    if (i == 4 || i == 6 || i == 8 || i == 10) s += '-';
+    s += kHex[b[i] >> 4];
+    s += kHex[b[i] & 0xf];
+  }
+  return s;
+}
+
+std::optional<std::string> ReadBytes(const PGresult* r, int row, int col) {
+  if (PQgetisnull(r, row, col)) return std::nullopt;
+  return std::string(PQgetvalue(r, row, col), static_cast<size_t>(PQgetlength(r, row, col)));
+}
+
+std::string TextValue(const PgResult& r, int row, int col) {
+  return PQgetisnull(r.get(), row, col) ? std::string() : std::string(PQgetvalue(r.get(), row, col));
+}
+
+std::unique_ptr<PgConnection> OpenCliConnection(const std::string& conninfo) {
+  try {
+    return std::make_unique<PgConnection>(conninfo, "outbox-relay-cli");
+  } catch (const PgError& e) {
+    throw RuntimeError(std::string("cannot connect to PostgreSQL: ") + e.what());
+  }
+}
+
+}  // namespace outbox::relay

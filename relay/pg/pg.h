@@ -1,0 +1,88 @@
+#pragma once
+
+#include <libpq-fe.h>
+
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace outbox::relay {
+
+// A failed statement or a lost connection. connection_lost() tells the two apart: after
+// a lost connection every session state (advisory locks, LISTEN) is gone.
+class PgError : public std::runtime_error {
+ public:
+  PgError(const std::string& what, std::string sqlstate, bool connection_lost)
+      : std::runtime_error(what), sqlstate_(std::move(sqlstate)), connection_lost_(connection_lost) {}
+  const std::string& sqlstate() const { return sqlstate_; }
+  bool connection_lost() const { return connection_lost_; }
+
+ private:
+  std::string sqlstate_;
+  bool connection_lost_;
+};
+
+struct PgResultDeleter {
+  void operator()(PGresult* r) const { PQclear(r); }
+};
+using PgResult = std::unique_ptr<PGresult, PgResultDeleter>;
+
+// One libpq connection. Unlike libpqxx 6 it never reconnects behind the caller's back,
+// which matters because lane ownership lives in this session's advisory locks.
+// Not thread-safe.
+class PgConnection {
+ public:
+  // Connects; throws PgError (connection_lost) if the server cannot be reached.
+  PgConnection(const std::string& conninfo, const std::string& application_name);
+  ~PgConnection();
+  PgConnection(const PgConnection&) = delete;
+  PgConnection& operator=(const PgConnection&) = delete;
+
+  // Runs a statement with text parameters (nullopt = NULL). binary_results asks for
+  // binary column values. Throws PgError.
+  PgResult Exec(const std::string& sql, const std::vector<std::optional<std::string>>& params = {},
+                bool binary_results = false);
+  void Prepare(const std::string& name, const std::string& sql);
+  PgResult ExecPrepared(const std::string& name, const std::vector<std::optional<std::string>>& params,
+                        bool binary_results = false);
+
+  // Reads what the server sent without blocking; returns the channels of the
+  // notifications that arrived. Throws PgError if the connection is lost.
+  std::vector<std::string> ConsumeNotifications();
+  int socket() const { return PQsocket(conn_); }
+  bool ok() const { return PQstatus(conn_) == CONNECTION_OK; }
+
+ private:
+  PgResult Check(PGresult* r);
+
+  PGconn* conn_ = nullptr;
+  std::string password_;  // to scrub from error texts
+};
+
+// A text-format value; NULL reads as "".
+std::string TextValue(const PgResult& r, int row, int col);
+
+// Opens a session for an operator command (status, dead-letters, prepared); a server
+// that cannot be reached is a RuntimeError (exit 1).
+std::unique_ptr<PgConnection> OpenCliConnection(const std::string& conninfo);
+
+// Helpers for binary result values.
+std::int64_t ReadInt8(const PGresult* r, int row, int col);
+std::int32_t ReadInt4(const PGresult* r, int row, int col);
+std::string ReadUuid(const PGresult* r, int row, int col);  // 16 bytes -> canonical text
+std::optional<std::string> ReadBytes(const PGresult* r, int row, int col);  // NULL -> nullopt
+
+// Text array literal for int/bigint arrays: {1,2,3}.
+template <typename It>
+std::string ArrayLiteral(It begin, It end) {
+  std::string s = "{";
+  for (auto it = begin; it != end; ++it) {
+    if (it != begin) s += ',';
+    s += std::to_string(*it);
+  }
+  return s + "}";
+}
+
+}  // namespace outbox::relay
