@@ -27,9 +27,9 @@ std::optional<BranchOp> OriginOf(BranchOp op) {
 // which is what serializes two racing calls of one branch.
 bool InsertBarrier(pqxx::work& tx, const BranchCall& call, BranchOp op, BranchOp reason) {
   auto r = tx.exec_params(
-      "INSERT INTO inbox.barrier (trans_type, gid, branch_id, op, reason) VALUES ($1, $2, $3, $4, "
-      "$5) "
-      "ON CONFLICT (gid, branch_id, op) DO NOTHING",
+      "INSERT INTO inbox.barrier (owner, trans_type, gid, branch_id, op, reason) "
+      "VALUES (session_user, $1, $2, $3, $4, $5) "
+      "ON CONFLICT (owner, gid, branch_id, op) DO NOTHING",
       call.trans_type, call.gid, call.branch_id, std::string(BranchOpName(op)),
       std::string(BranchOpName(reason)));
   return r.affected_rows() == 1;
@@ -70,7 +70,7 @@ BarrierResult CallBarrier(pqxx::work& tx, const BranchCall& call,
     // Tell "already ran" from "claimed by a compensation that came first".
     auto reason =
         tx.exec_params1(
-              "SELECT reason FROM inbox.barrier WHERE gid = $1 AND branch_id = $2 AND op = $3",
+              "SELECT reason FROM inbox.barrier WHERE owner = session_user AND gid = $1 AND branch_id = $2 AND op = $3",
               call.gid, call.branch_id, std::string(BranchOpName(call.op)))[0]
             .as<std::string>();
     return reason == BranchOpName(call.op) ? BarrierResult::kDuplicate : BarrierResult::kHanging;

@@ -200,6 +200,7 @@ class Consumer::Impl {
   std::unique_ptr<internal::KafkaConsumer> kafka_;
   std::unique_ptr<internal::DlqProducer> dlq_;
   std::unique_ptr<pqxx::connection> db_;
+  std::string group_refused_;            // why inbox.join_group refused the group, if it did
   Clock::time_point next_scan_{};        // when inbox.retries is due to be scanned
   bool kafka_turn_ = false;              // poll Kafka before the next parked message
   milliseconds db_backoff_ = kFirstDbBackoff;
@@ -217,11 +218,24 @@ void Consumer::Impl::Log(LogLevel level, const std::string& line) const {
 }
 
 pqxx::connection& Consumer::Impl::Db() {
-  if (!db_ || !db_->is_open()) db_ = std::make_unique<pqxx::connection>(options_.conninfo);
+  if (!db_ || !db_->is_open()) {
+    auto conn = std::make_unique<pqxx::connection>(options_.conninfo);
+    // The group's inbox rows belong to the logins registered for it (schema 0006): a
+    // group of another login is refused for good, not retried as an outage.
+    try {
+      pqxx::nontransaction tx{*conn};
+      tx.exec_params("SELECT inbox.join_group($1)", options_.group);
+    } catch (const pqxx::sql_error& e) {
+      if (e.sqlstate() == "42501") group_refused_ = e.what();
+      throw;
+    }
+    db_ = std::move(conn);
+  }
   return *db_;
 }
 
 StepResult Consumer::Impl::Step(milliseconds timeout) {
+  if (!group_refused_.empty()) throw Error("consumer group refused by the database: " + group_refused_);
   auto now = Clock::now();
   // 1. A held message whose time has come, earliest first.
   auto due = held_.end();

@@ -51,9 +51,7 @@ int RunDeadLetters(const DeadLettersConfig& config, std::ostream& out, std::ostr
     for (auto id : ids) {
       auto r = config.action == "retry"
                    ? conn->Exec("SELECT outbox.retry_dead_letter($1)", {std::to_string(id)})
-                   : conn->Exec("WITH d AS (DELETE FROM outbox.dead_letters WHERE id = $1 RETURNING 1) "
-                                "SELECT count(*) > 0 FROM d",
-                                {std::to_string(id)});
+                   : conn->Exec("SELECT outbox.drop_dead_letter($1)", {std::to_string(id)});
       if (TextValue(r, 0, 0) == "t") {
         ++done;
       } else {

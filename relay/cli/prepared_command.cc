@@ -26,7 +26,7 @@ void List(PgConnection& conn, bool json, std::ostream& out) {
       "to_char(last_check_at, 'YYYY-MM-DD\"T\"HH24:MI:SSOF'), "
       "CASE WHEN state = 'prepared' AND lease_token IS NULL THEN "
       "to_char(next_check_at, 'YYYY-MM-DD\"T\"HH24:MI:SSOF') END, "
-      "lease_token IS NOT NULL, last_error "
+      "lease_token IS NOT NULL, last_error, owner "
       "FROM outbox.prepared WHERE state IN ('prepared', 'parked') ORDER BY created_at, gid");
   nlohmann::json list = nlohmann::json::array();
   for (int i = 0; i < PQntuples(r.get()); ++i) {
@@ -42,7 +42,8 @@ void List(PgConnection& conn, bool json, std::ostream& out) {
                     {"last_check_at", OrNull(r, i, 9)},
                     {"next_check_at", OrNull(r, i, 10)},
                     {"checking", TextValue(r, i, 11) == "t"},
-                    {"last_error", OrNull(r, i, 12)}});
+                    {"last_error", OrNull(r, i, 12)},
+                    {"owner", TextValue(r, i, 13)}});
   }
   if (json) {
     out << list.dump(2) << "\n";
@@ -53,8 +54,9 @@ void List(PgConnection& conn, bool json, std::ostream& out) {
     return;
   }
   for (const auto& p : list) {
-    out << fmt::format("{}  {}  topic={} key={} bytes={} checks={} host={} age={:.1f}s last_error={}\n",
-                       p["gid"].get<std::string>(), p["state"].get<std::string>(), p["topic"].get<std::string>(),
+    out << fmt::format("{}  {}  owner={} topic={} key={} bytes={} checks={} host={} age={:.1f}s last_error={}\n",
+                       p["gid"].get<std::string>(), p["state"].get<std::string>(), p["owner"].get<std::string>(),
+                       p["topic"].get<std::string>(),
                        p["key"].is_null() ? "(null)" : p["key"].get<std::string>(),
                        p["payload_bytes"].get<long long>(), p["checks"].get<int>(),
                        p["check_host"].get<std::string>(), p["age_seconds"].get<double>(),

@@ -155,10 +155,8 @@ TEST_F(HalfMessageSql, BadInputIsAClearError) {
   EXPECT_THAT(prepare("g1", "orders", "two", "http://h/"),
               HasSubstr("outbox.prepare: gid 'g1' is already used by another message"));
   EXPECT_EQ(Scalar("SELECT count(*) FROM outbox.prepared"), "1");
-  // The limit is a database setting.
-  InTx([&](pqxx::work& tx) {
-    tx.exec("ALTER DATABASE " + tx.quote_name(tx.conn().dbname()) + " SET outbox.max_prepared_payload = 4");
-  });
+  // The limit is a column of outbox.settings (the schema owner's), not a session setting.
+  InTx([&](pqxx::work& tx) { tx.exec("UPDATE outbox.settings SET max_prepared_payload_bytes = 4"); });
   EXPECT_THAT(prepare("g5", "orders", "12345", "http://h/"), HasSubstr("payload is 5 bytes; at most 4 bytes"));
   EXPECT_EQ(prepare("g5", "orders", "1234", "http://h/"), "");
 }

@@ -76,4 +76,53 @@ std::string FreshDatabase() {
   return SharedCluster().CreateDatabase(name);
 }
 
+std::string LoginName(Login login) {
+  switch (login) {
+    case Login::kRelay:
+      return "outbox_test_relay";
+    case Login::kProducer:
+      return "outbox_test_producer";
+    case Login::kProducer2:
+      return "outbox_test_producer2";
+    case Login::kConsumer:
+      return "outbox_test_consumer";
+    case Login::kConsumer2:
+      return "outbox_test_consumer2";
+  }
+  return "";
+}
+
+std::string As(Login login, const std::string& conninfo) {
+  std::string group;
+  switch (login) {
+    case Login::kRelay:
+      group = "outbox_relay";
+      break;
+    case Login::kProducer:
+    case Login::kProducer2:
+      group = "outbox_producer";
+      break;
+    case Login::kConsumer:
+    case Login::kConsumer2:
+      group = "outbox_consumer";
+      break;
+  }
+  auto name = LoginName(login);
+  {
+    pqxx::connection c{conninfo};
+    pqxx::nontransaction tx{c};
+    // Roles are cluster-wide; several test processes never share a cluster, but a test
+    // may ask twice: create only what is missing.
+    tx.exec("DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = " + tx.quote(name) +
+            ") THEN CREATE ROLE " + tx.quote_name(name) + " LOGIN; END IF; END $$");
+    tx.exec("GRANT " + tx.quote_name(group) + " TO " + tx.quote_name(name));
+  }
+  auto c = conninfo;
+  auto pos = c.find("user=");
+  if (pos == std::string::npos) return c + " user=" + name;
+  auto end = c.find(' ', pos);
+  c.replace(pos, (end == std::string::npos ? c.size() : end) - pos, "user=" + name);
+  return c;
+}
+
 }  // namespace outbox::test

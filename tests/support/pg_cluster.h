@@ -38,4 +38,22 @@ PgCluster& SharedCluster();
 // returns its conninfo.
 std::string FreshDatabase();
 
+// The logins the README documents, one per role (two producers and two consumers, so
+// tests can show that one cannot touch the other's rows). Only migrations and the
+// tests' own checks run as the owner; the relay, producers and consumers under test run
+// as these.
+enum class Login {
+  kRelay,      // granted outbox_relay: `outbox-relay run|notify|status|...`
+  kProducer,   // granted outbox_producer
+  kProducer2,
+  kConsumer,   // granted outbox_consumer
+  kConsumer2,
+};
+// The login's name (outbox_test_relay, ...).
+std::string LoginName(Login login);
+// `conninfo` (an owner conninfo from FreshDatabase) with the user replaced by `login`.
+// Creates the login on first use; the database must be migrated (the migrations create
+// the group roles outbox_relay, outbox_producer and outbox_consumer).
+std::string As(Login login, const std::string& conninfo);
+
 }  // namespace outbox::test

@@ -149,7 +149,8 @@ class Consumer {
   // Handles messages until Stop(). The message in hand is finished (committed and
   // acknowledged) before Run returns; a message waiting for a retry is left
   // unacknowledged (redelivered later, its attempt count kept). Throws outbox::Error on a
-  // fatal Kafka error; a lost database connection is retried, not thrown.
+  // fatal Kafka error, or when the database refuses the group (it belongs to other
+  // logins: inbox.join_group); a lost database connection is retried, not thrown.
   void Run();
   // One step of Run(): runs a due retry, or waits up to `timeout` for one record and
   // handles it. For tests and for callers with their own loop.
