@@ -5,7 +5,10 @@
 #include <random>
 #include <regex>
 
+#include <nlohmann/json.hpp>
+
 #include "inbox.h"
+#include "message_id.h"
 #include "kafka.h"
 
 namespace outbox {
@@ -69,7 +72,25 @@ std::string OneLine(std::string s) {
 
 std::string Describe(const Message& m) {
   return "topic=" + m.topic + " partition=" + std::to_string(m.partition) +
-         " offset=" + std::to_string(m.offset) + " message_id=" + m.message_id;
+         " offset=" + std::to_string(m.offset) + " message_id=" + internal::EscapeForLog(m.message_id);
+}
+
+// An error the database raised because of the message's own bytes (a data exception,
+// a program limit such as an index row too large), on a connection that is still fine:
+// retrying cannot help, so the record takes the dead-letter path instead of the
+// reconnect loop.
+bool MessageFault(std::exception_ptr e, bool db_lost) {
+  if (db_lost) return false;
+  try {
+    std::rethrow_exception(e);
+  } catch (const pqxx::sql_error& x) {
+    auto state = x.sqlstate();
+    return state.rfind("22", 0) == 0 || state.rfind("54", 0) == 0;
+  } catch (const nlohmann::json::exception&) {
+    return true;  // the record's headers cannot be written as JSON (not UTF-8)
+  } catch (...) {
+    return false;
+  }
 }
 
 const char* LevelName(LogLevel level) {
@@ -268,10 +289,8 @@ StepResult Consumer::Impl::Step(milliseconds timeout) {
     return StepResult::kIdle;
   }
   auto id = record->headers.find("message_id");
-  record->message_id = id != record->headers.end() && !id->second.empty()
-                           ? id->second
-                           : record->topic + "/" + std::to_string(record->partition) + "/" +
-                                 std::to_string(record->offset);
+  record->message_id = internal::InboxMessageId(id != record->headers.end() ? &id->second : nullptr,
+                                                record->topic, record->partition, record->offset);
   return Attempt(std::move(*record), Source::kLive, nullptr);
 }
 
@@ -320,7 +339,12 @@ StepResult Consumer::Impl::Attempt(Message msg, Source source, std::unique_ptr<p
     started_at = *claimed;
   } catch (...) {
     tx.reset();
-    return DatabaseTrouble(Keep(msg), source, std::current_exception());
+    auto error = std::current_exception();
+    if (MessageFault(error, !db_ || !db_->is_open())) {
+      return DeadLetter(msg, source, /*attempts=*/1,
+                        "the database refused the message: " + What(error), /*permanent=*/true);
+    }
+    return DatabaseTrouble(Keep(msg), source, error);
   }
   // Phase 2: the handler and the commit of its writes (with the inbox row).
   std::exception_ptr error;
@@ -372,7 +396,14 @@ StepResult Consumer::Impl::Failed(Message msg, Source source, const Failure& fai
       internal::Park(tx, options_.group, {msg, attempt, failure.what, permanent, false}, *delay);
     tx.commit();
   } catch (...) {
-    return DatabaseTrouble(Keep(msg), source, std::current_exception());
+    auto error = std::current_exception();
+    if (MessageFault(error, !db_ || !db_->is_open())) {
+      // The retry table cannot hold this record (e.g. a header value that is not valid
+      // UTF-8): it cannot wait for a retry, so it is dead-lettered now.
+      return DeadLetter(msg, source, std::max(attempt, 1),
+                        failure.what + "; cannot park it for a retry: " + What(error), permanent);
+    }
+    return DatabaseTrouble(Keep(msg), source, error);
   }
   ++failed_attempts_;
   Log(LogLevel::kWarn, "handler failed " + Describe(msg) + " attempt=" + std::to_string(attempt) +

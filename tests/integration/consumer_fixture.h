@@ -179,6 +179,10 @@ class ConsumerFixture : public ::testing::Test {
         "CREATE TABLE effects (id bigserial PRIMARY KEY, message_id text NOT NULL, key text, "
         "payload text, "
         "  done_at timestamptz NOT NULL DEFAULT clock_timestamp())");
+    // The application's own table, created by its owner and granted to the consumer login
+    // (as deployed: the consumer cannot create tables).
+    tx.exec("GRANT SELECT, INSERT, UPDATE, DELETE ON effects TO outbox_consumer");
+    tx.exec("GRANT USAGE ON SEQUENCE effects_id_seq TO outbox_consumer");
     tx.commit();
     topic_ = UniqueTopic("orders");
     kafka_.CreateTopic(topic_, 1);
@@ -190,7 +194,7 @@ class ConsumerFixture : public ::testing::Test {
     o.brokers = kafka_.bootstrap();
     o.group = UniqueTopic("group");
     o.topics = {topic_};
-    o.conninfo = db_;
+    o.conninfo = As(Login::kConsumer, db_);  // the documented role, not the owner
     // Mock cluster: a re-join takes about session.timeout.ms; empty fetches wait the
     // full fetch.wait.max.ms.
     o.kafka_consumer = {{"session.timeout.ms", "6000"},

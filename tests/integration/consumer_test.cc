@@ -77,6 +77,42 @@ TEST_F(ConsumerInbox, RecordWithoutMessageIdIsIdentifiedByTopicPartitionOffset) 
   EXPECT_THAT(Column("SELECT coalesce(key, 'NULL') FROM effects"), ElementsAre("NULL"));
 }
 
+// Why (issue 13): a message_id too long or not valid UTF-8 made the consumer take its own
+// input for a database outage and stall the partition for ever.
+TEST_F(ConsumerInbox, HostileMessageIdsAreHandledUnderADerivedIdInsteadOfStallingThePartition) {
+  Send(std::string("k"), "too long", std::string(5000, 'x'));
+  Send(std::string("k"), "bad utf8", "abc\xff\xfe\x01");
+  Send(std::string("k"), "after", "c0000000-0000-0000-0000-000000000003");
+  Consumer c{Options(), Effect};
+  ASSERT_TRUE(StepUntil(c, [&] { return c.stats().handled == 3; })) << log_.All();
+  auto ids = Column("SELECT message_id FROM inbox.messages ORDER BY \"offset\"");
+  ASSERT_EQ(ids.size(), 3u);
+  EXPECT_THAT(ids[0], ::testing::StartsWith("invalid message_id 5000 "));
+  EXPECT_THAT(ids[1], ::testing::StartsWith("invalid message_id 6 "));
+  EXPECT_EQ(ids[2], "c0000000-0000-0000-0000-000000000003");
+  EXPECT_FALSE(log_.Contains("database unavailable")) << log_.All();
+}
+
+// A header value the retry table cannot store (not UTF-8) must not stall the consumer:
+// the record that cannot be parked for a retry goes to the dead-letter topic.
+TEST_F(ConsumerInbox, ARecordTheRetryTableCannotHoldIsDeadLetteredNotRetriedForEver) {
+  Send(std::string("k"), "poison", "d0000000-0000-0000-0000-000000000001", {{"note", "\xff\xfe"}});
+  Send(std::string("k"), "next", "d0000000-0000-0000-0000-000000000002");
+  auto options = Options();
+  options.mode = RetryMode::kUnordered;
+  Consumer c{options, [](const Message& m, pqxx::work& tx) {
+               if (m.payload == "poison") throw std::runtime_error("handler refuses");
+               Effect(m, tx);
+             }};
+  ASSERT_TRUE(StepUntil(c, [&] { return c.stats().handled == 1 && c.stats().dead_lettered == 1; }))
+      << log_.All();
+  EXPECT_THAT(Column("SELECT outcome FROM inbox.messages ORDER BY \"offset\""),
+              ElementsAre("dead_lettered", "handled"));
+  auto dlq = test::ReadTopic(kafka_.bootstrap(), topic_ + ".dlq", 1);
+  ASSERT_EQ(dlq.size(), 1u);
+  EXPECT_THAT(dlq[0].Header("dlq_error"), HasSubstr("cannot park it for a retry"));
+}
+
 TEST_F(ConsumerInbox, OffsetIsCommittedAfterTheTransaction) {
   Send("k", "a", "44444444-4444-4444-4444-444444444444");
   Send("k", "b", "55555555-5555-5555-5555-555555555555");
