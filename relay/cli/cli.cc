@@ -150,9 +150,9 @@ void FinishNotify(const std::vector<std::string>&, NotifyConfig& n, Problems& pr
                        std::to_string(n.max_in_flight) + ")");
   }
   if (n.lease < n.request_timeout + seconds{1}) {
-    problems.push_back("--lease (" + FormatDuration(n.lease) + ") must be at least --request-timeout + 1s (" +
-                       FormatDuration(n.request_timeout + seconds{1}) +
-                       "), or a slow attempt could be sent twice");
+    problems.push_back("--lease (" + std::to_string(n.lease.count()) + "ms) must be at least --request-timeout + 1s (" +
+                       std::to_string((n.request_timeout + seconds{1}).count()) +
+                       "ms), or a slow attempt could be sent twice");
   }
 }
 

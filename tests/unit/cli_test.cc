@@ -231,7 +231,7 @@ TEST(Cli, NotifyChecksOptionsAgainstEachOther) {
   auto problems = ProblemsOf({"notify", "--db", "x=1", "--max-in-flight", "2", "--max-per-host", "3",
                               "--request-timeout", "30s", "--lease", "30s"});
   EXPECT_THAT(problems, Contains(HasSubstr("--max-per-host (3) must not exceed --max-in-flight (2)")));
-  EXPECT_THAT(problems, Contains(HasSubstr("--lease (30s) must be at least --request-timeout + 1s (31s)")));
+  EXPECT_THAT(problems, Contains(HasSubstr("--lease (30000ms) must be at least --request-timeout + 1s (31000ms)")));
   EXPECT_THAT(problems, SizeIs(2));
 }
 
