@@ -25,7 +25,7 @@ std::optional<BranchOp> OriginOf(BranchOp op) {
 // INSERT ... ON CONFLICT DO NOTHING: true if this call inserted the row. A concurrent
 // uncommitted insert of the same key makes this wait for that transaction's outcome,
 // which is what serializes two racing calls of one branch.
-bool InsertBarrier(pqxx::work& tx, const BranchCall& call, BranchOp op, BranchOp reason) {
+bool InsertBarrier(pqxx::transaction_base& tx, const BranchCall& call, BranchOp op, BranchOp reason) {
   auto r = tx.exec_params(
       "INSERT INTO inbox.barrier (owner, trans_type, gid, branch_id, op, reason) "
       "VALUES (session_user, $1, $2, $3, $4, $5) "
@@ -53,10 +53,9 @@ const char* BranchOpName(BranchOp op) {
   return "?";
 }
 
-BarrierResult CallBarrier(pqxx::work& tx, const BranchCall& call,
-                          const std::function<void(pqxx::work&)>& body) {
+BarrierResult EnterBarrier(pqxx::transaction_base& tx, const BranchCall& call) {
   if (call.gid.empty() || call.branch_id.empty()) {
-    throw Error("outbox::CallBarrier: gid and branch_id must not be empty");
+    throw Error("outbox::EnterBarrier: gid and branch_id must not be empty");
   }
   // DTM's order: a compensating op first claims its origin's row. Success means the
   // origin never ran (null compensation) and also blocks it from running later (the
@@ -75,7 +74,6 @@ BarrierResult CallBarrier(pqxx::work& tx, const BranchCall& call,
             .as<std::string>();
     return reason == BranchOpName(call.op) ? BarrierResult::kDuplicate : BarrierResult::kHanging;
   }
-  body(tx);
   return BarrierResult::kRan;
 }
 

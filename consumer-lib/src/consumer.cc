@@ -10,6 +10,7 @@
 #include "inbox.h"
 #include "message_id.h"
 #include "kafka.h"
+#include "testing/consumer_test_access.h"
 
 namespace outbox {
 namespace {
@@ -148,6 +149,9 @@ class Consumer::Impl {
     rng_.seed(std::random_device{}());
   }
 
+  // testing/consumer_test_access.h
+  void SetAfterCommitForTest(std::function<void(const Message&)> hook) { after_commit_for_test_ = std::move(hook); }
+
   ~Impl() {
     // Leave the group first: its revoke callback still uses this object.
     if (kafka_) kafka_->Close();
@@ -222,6 +226,7 @@ class Consumer::Impl {
   std::unique_ptr<internal::DlqProducer> dlq_;
   std::unique_ptr<pqxx::connection> db_;
   std::string group_refused_;            // why inbox.join_group refused the group, if it did
+  std::function<void(const Message&)> after_commit_for_test_;  // testing/consumer_test_access.h
   Clock::time_point next_scan_{};        // when inbox.retries is due to be scanned
   bool kafka_turn_ = false;              // poll Kafka before the next parked message
   milliseconds db_backoff_ = kFirstDbBackoff;
@@ -360,7 +365,7 @@ StepResult Consumer::Impl::Attempt(Message msg, Source source, std::unique_ptr<p
     db_backoff_ = kFirstDbBackoff;
     ++handled_;
     Log(LogLevel::kDebug, "handled " + Describe(msg));
-    if (options_.after_commit_for_test) options_.after_commit_for_test(msg);
+    if (after_commit_for_test_) after_commit_for_test_(msg);
     Done(msg, source);
     return StepResult::kHandled;
   }
@@ -524,6 +529,10 @@ void Consumer::Impl::Revoked(const std::vector<TopicPartition>& tps) {
       held_.erase(it);
     }
   }
+}
+
+void internal::ConsumerTestAccess::SetAfterCommit(Consumer& consumer, std::function<void(const Message&)> hook) {
+  consumer.impl_->SetAfterCommitForTest(std::move(hook));
 }
 
 Consumer::Consumer(ConsumerOptions options, Handler handler)

@@ -1,5 +1,6 @@
 #include "outbox/notifications.h"
 
+#include "database_errors.h"
 #include "headers_json.h"
 
 #include <nlohmann/json.hpp>
@@ -39,7 +40,7 @@ NotificationState ParseNotificationState(std::string_view s) {
   return NotificationState::kPending;
 }
 
-std::int64_t Notify(pqxx::work& tx, std::string_view url, std::string_view body, const Headers& headers,
+std::int64_t Notify(pqxx::transaction_base& tx, std::string_view url, std::string_view body, const Headers& headers,
                     const std::optional<std::vector<milliseconds>>& schedule) {
   // libpqxx 6 sends parameters as text: pass the body as bytea via binarystring.
   pqxx::binarystring bytes{body.data(), body.size()};
@@ -72,20 +73,28 @@ std::optional<NotificationStatus> NotificationStatusOf(pqxx::transaction_base& t
   return s;
 }
 
-std::int64_t PurgeNotifications(const std::string& conninfo, std::chrono::seconds older_than, int batch_size) {
-  if (older_than.count() < 0) throw Error("PurgeNotifications: older_than must not be negative");
-  if (batch_size < 1) throw Error("PurgeNotifications: batch_size must be at least 1");
-  pqxx::connection conn{conninfo};
-  std::int64_t total = 0;
-  while (true) {
-    pqxx::work tx{conn};
-    int n = tx.exec_params1("SELECT inbox.purge_notifications($1::interval, $2)",
-                            std::to_string(older_than.count()) + " seconds", batch_size)[0]
-                .as<int>();
-    tx.commit();
-    total += n;
-    if (n < batch_size) return total;
-  }
+std::int64_t PurgeNotificationsBatch(pqxx::transaction_base& tx, std::chrono::seconds older_than, int batch_size) {
+  if (older_than.count() < 0) throw Error("outbox::PurgeNotifications: older_than must not be negative");
+  if (batch_size < 1) throw Error("outbox::PurgeNotifications: batch_size must be at least 1");
+  return tx
+      .exec_params1("SELECT inbox.purge_notifications($1::interval, $2)",
+                    std::to_string(older_than.count()) + " seconds", batch_size)[0]
+      .as<std::int64_t>();
+}
+
+std::int64_t PurgeNotifications(pqxx::connection_base& conn, std::chrono::seconds older_than, int batch_size) {
+  if (older_than.count() < 0) throw Error("outbox::PurgeNotifications: older_than must not be negative");
+  if (batch_size < 1) throw Error("outbox::PurgeNotifications: batch_size must be at least 1");
+  return internal::TranslateDatabaseErrors("outbox::PurgeNotifications", [&] {
+    std::int64_t total = 0;
+    while (true) {
+      pqxx::work tx{conn};
+      auto n = PurgeNotificationsBatch(tx, older_than, batch_size);
+      tx.commit();
+      total += n;
+      if (n < batch_size) return total;
+    }
+  });
 }
 
 }  // namespace outbox

@@ -8,7 +8,7 @@
 
 namespace outbox {
 
-std::string Publish(pqxx::work& tx, std::string_view topic, std::optional<std::string_view> key,
+std::string Publish(pqxx::transaction_base& tx, std::string_view topic, std::optional<std::string_view> key,
                     std::string_view payload, const Headers& headers) {
   // libpqxx 6 sends parameters as text: pass the payload as bytea via binarystring.
   pqxx::binarystring bytes{payload.data(), payload.size()};
@@ -25,7 +25,7 @@ const char* const kBarrierTableSql =
     " op text NOT NULL CHECK (op IN ('commit', 'rollback')),"
     " created_at timestamptz NOT NULL DEFAULT now())";
 
-void Prepare(pqxx::work& outbox_tx, std::string_view gid, std::string_view topic,
+void Prepare(pqxx::transaction_base& outbox_tx, std::string_view gid, std::string_view topic,
              std::optional<std::string_view> key, std::string_view payload, const Headers& headers,
              std::string_view check_url) {
   pqxx::binarystring bytes{payload.data(), payload.size()};
@@ -35,17 +35,17 @@ void Prepare(pqxx::work& outbox_tx, std::string_view gid, std::string_view topic
                         std::string(topic), k, bytes, internal::HeadersJson(headers), std::string(check_url));
 }
 
-std::string CommitPrepared(pqxx::work& outbox_tx, std::string_view gid) {
+std::string CommitPrepared(pqxx::transaction_base& outbox_tx, std::string_view gid) {
   return outbox_tx.exec_params1("SELECT outbox.commit_prepared($1)::text", std::string(gid))[0].as<std::string>();
 }
 
-void RollbackPrepared(pqxx::work& outbox_tx, std::string_view gid) {
+void RollbackPrepared(pqxx::transaction_base& outbox_tx, std::string_view gid) {
   outbox_tx.exec_params("SELECT outbox.rollback_prepared($1)", std::string(gid));
 }
 
-void EnsureBarrierTable(pqxx::work& tx) { tx.exec(kBarrierTableSql); }
+void EnsureBarrierTable(pqxx::transaction_base& tx) { tx.exec(kBarrierTableSql); }
 
-void WriteCommitBarrier(pqxx::work& business_tx, std::string_view gid) {
+void WriteCommitBarrier(pqxx::transaction_base& business_tx, std::string_view gid) {
   if (gid.empty()) throw Error("outbox::WriteCommitBarrier: gid must not be empty");
   // ON CONFLICT waits for a QueryPrepared still in flight and then sees its row.
   auto inserted = business_tx.exec_params(
@@ -60,7 +60,7 @@ void WriteCommitBarrier(pqxx::work& business_tx, std::string_view gid) {
   }
 }
 
-PreparedStatus QueryPrepared(pqxx::work& business_tx, std::string_view gid) {
+PreparedStatus QueryPrepared(pqxx::transaction_base& business_tx, std::string_view gid) {
   if (gid.empty()) throw Error("outbox::QueryPrepared: gid must not be empty");
   // Two statements on purpose: under READ COMMITTED the SELECT takes a new snapshot,
   // so it sees the `commit` row of a business transaction the INSERT waited for.

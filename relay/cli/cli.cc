@@ -1,131 +1,294 @@
 #include "cli/cli.h"
 
-#include <librdkafka/rdkafka.h>
-
 #include <algorithm>
-#include <boost/program_options.hpp>
-#include <cctype>
 #include <charconv>
-#include <fstream>
-#include <memory>
-#include <optional>
-#include <regex>
+#include <functional>
+#include <set>
 #include <sstream>
+#include <type_traits>
 
-#include "common/errors.h"
-#include "common/redact.h"
 #include "cli/version.h"
+#include "common/errors.h"
+#include "common/host_port.h"
+#include "kafka/kafka_settings.h"
 
 extern char** environ;
 
 namespace outbox::relay {
 namespace {
 
-namespace po = boost::program_options;
+using std::chrono::hours;
+using std::chrono::milliseconds;
+using std::chrono::minutes;
+using std::chrono::seconds;
 
-enum class Kind { kValue, kFlag, kList };
-
-struct OptionSpec {
-  const char* name;
-  const char* help;
-  Kind kind = Kind::kValue;
-};
-
+// One subcommand: its words for --help, its options (each declared once, below) and what
+// is checked once every option is set.
 struct CommandSpec {
   const char* name;
   Command command;
   const char* usage;
   const char* brief;    // one line for `outbox-relay --help`
-  const char* summary;
-  std::vector<OptionSpec> options;
+  const char* summary;  // for `outbox-relay COMMAND --help`
+  std::vector<Option<Invocation>> options;
+  bool takes_arguments = false;  // positional arguments (the action and its operands)
+  // Positional arguments and checks across options; runs after every option is set.
+  std::function<void(const std::vector<std::string>& arguments, Invocation& inv, Problems& problems)> finish;
 };
 
-const std::vector<OptionSpec> kCommonOptions = {
-    {"config", "read options from FILE (INI style: `name = value`, one per line)"},
-    {"log-level", "trace, debug, info, warn or error (default info)"},
-    {"log-format", "text or json (default text)"},
-};
+template <class C>
+using Finish = std::function<void(const std::vector<std::string>& arguments, C& config, Problems& problems)>;
 
+// The subcommand whose options fill `Invocation::*config`.
+template <class C>
+CommandSpec Define(const char* name, Command command, const char* usage, const char* brief, const char* summary,
+                   C Invocation::*config, std::vector<Option<C>> options, bool takes_arguments = false,
+                   Finish<C> finish = {}) {
+  CommandSpec spec{name, command, usage, brief, summary, {}, takes_arguments, {}};
+  for (auto& o : options) spec.options.push_back(Lift(config, std::move(o)));
+  if (finish) {
+    spec.finish = [config, finish](const std::vector<std::string>& args, Invocation& inv, Problems& problems) {
+      finish(args, inv.*config, problems);
+    };
+  }
+  return spec;
+}
+
+// Options every subcommand takes.
+const std::vector<Option<Invocation>>& CommonOptions() {
+  static const std::vector<Option<Invocation>> kOptions = {
+      Text("config", &Invocation::config_file, "FILE",
+           "read options from FILE (INI style: `name = value`, one per line)"),
+      Lift(&Invocation::log, Choice("log-level", &LogConfig::level,
+                                    {{"trace", "trace"}, {"debug", "debug"}, {"info", "info"}, {"warn", "warn"},
+                                     {"error", "error"}},
+                                    "LEVEL", "least severe log lines written")),
+      Lift(&Invocation::log,
+           Choice("log-format", &LogConfig::json, {{"text", false}, {"json", true}}, "FORMAT", "log line format")),
+  };
+  return kOptions;
+}
+
+Problems CheckListen(const std::string& value) {
+  if (IsHostPort(value)) return {};
+  return {"--metrics-listen: expected HOST:PORT, got '" + value + "'"};
+}
+
+Problems CheckBrokers(const std::string& value) { return CheckBrokerList(value); }
+
+KafkaSettings KafkaConf(const std::vector<std::string>& entries, Problems& problems) {
+  return ParseKafkaSettings(entries, problems);
+}
+
+// The action word of dead-letters and prepared; nothing (and a problem) if absent or unknown.
+template <class Action>
+std::optional<Action> ParseAction(const std::string& command, const std::vector<std::string>& args,
+                                  const std::vector<std::pair<std::string, Action>>& actions, Problems& problems) {
+  std::string words;
+  for (size_t i = 0; i < actions.size(); ++i) {
+    words += (i == 0 ? "" : i + 1 == actions.size() ? " or " : ", ") + actions[i].first;
+  }
+  if (args.empty()) {
+    problems.push_back(command + ": say what to do: " + words);
+    return std::nullopt;
+  }
+  for (const auto& [word, action] : actions) {
+    if (args[0] == word) return action;
+  }
+  problems.push_back(command + ": unknown action '" + args[0] + "' (" + words + ")");
+  return std::nullopt;
+}
+
+// `list` takes no operands; the others take operands or --all, not both.
+void CheckTargets(const std::string& command, const std::string& word, bool list, bool has_targets, bool all,
+                  const std::string& targets, const std::string& targets_long, Problems& problems) {
+  if (list) {
+    if (has_targets || all) problems.push_back(command + " list: takes no " + targets + " and no --all");
+  } else if (!has_targets && !all) {
+    problems.push_back(command + " " + word + ": give " + targets_long + " or --all");
+  } else if (has_targets && all) {
+    problems.push_back(command + " " + word + ": give " + targets + " or --all, not both");
+  }
+}
+
+void FinishDeadLetters(const std::vector<std::string>& args, DeadLettersConfig& c, Problems& problems) {
+  auto action = ParseAction<DeadLetterAction>(
+      "dead-letters", args,
+      {{"list", DeadLetterAction::kList}, {"retry", DeadLetterAction::kRetry}, {"drop", DeadLetterAction::kDrop}},
+      problems);
+  if (!action) return;
+  c.action = *action;
+  for (size_t i = 1; i < args.size(); ++i) {
+    std::int64_t id = 0;
+    const auto& s = args[i];
+    auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), id);
+    if (ec != std::errc{} || end != s.data() + s.size() || id <= 0) {
+      problems.push_back("dead-letters: '" + s + "' is not a dead letter id");
+    } else {
+      c.ids.push_back(id);
+    }
+  }
+  CheckTargets("dead-letters", args[0], c.action == DeadLetterAction::kList, !c.ids.empty(), c.all, "ids",
+               "dead letter ids", problems);
+}
+
+void FinishPrepared(const std::vector<std::string>& args, PreparedConfig& c, Problems& problems) {
+  auto action = ParseAction<PreparedAction>(
+      "prepared", args,
+      {{"list", PreparedAction::kList}, {"resume", PreparedAction::kResume}, {"drop", PreparedAction::kDrop}},
+      problems);
+  if (!action) return;
+  c.action = *action;
+  c.gids.assign(args.begin() + 1, args.end());
+  CheckTargets("prepared", args[0], c.action == PreparedAction::kList, !c.gids.empty(), c.all, "gids", "gids",
+               problems);
+}
+
+void FinishNotify(const std::vector<std::string>&, NotifyConfig& n, Problems& problems) {
+  if (n.max_per_host > n.max_in_flight) {
+    problems.push_back("--max-per-host (" + std::to_string(n.max_per_host) + ") must not exceed --max-in-flight (" +
+                       std::to_string(n.max_in_flight) + ")");
+  }
+  if (n.lease < n.request_timeout + seconds{1}) {
+    problems.push_back("--lease (" + std::to_string(n.lease.count()) + "ms) must be at least --request-timeout + 1s (" +
+                       std::to_string((n.request_timeout + seconds{1}).count()) +
+                       "ms), or a slow attempt could be sent twice");
+  }
+}
+
+// Every subcommand and every option it takes: the one place options are declared.
 const std::vector<CommandSpec>& Commands() {
   static const std::vector<CommandSpec> kCommands = {
-      {"migrate", Command::kMigrate, "outbox-relay migrate --db CONNINFO",
-       "apply the SQL migrations (schemas outbox and inbox)",
-       "Apply the SQL migrations (schema outbox and inbox) to the database.",
-       {{"db", "libpq conninfo of the outbox database (required)"},
-        {"schema-dir", "read migrations from DIR instead of the copy built into the binary"}}},
-      {"run", Command::kRun, "outbox-relay run --db CONNINFO --brokers LIST",
-       "run the relay: publish outbox rows to Kafka in per-key order",
-       "Run the relay: publish outbox rows to Kafka, in per-key order, then delete them.",
-       {{"db", "libpq conninfo of the outbox database (required)"},
-        {"brokers", "Kafka bootstrap servers host:port,... (required)"},
-        {"lanes", "most lanes this relay owns at once; 0 = its fair share (default 0)"},
-        {"batch-size", "rows claimed per lane and round trip, 1..100000 (default 500)"},
-        {"max-inflight-batches", "unacknowledged batches per lane, 1..64 (default 4)"},
-        {"poll-interval", "poll the outbox this often when no NOTIFY arrives (default 200ms)"},
-        {"rebalance-interval", "check lane ownership this often (default 1s)"},
-        {"shutdown-timeout", "on SIGTERM, wait this long for in-flight messages (default 30s)"},
-        {"stats-interval", "refresh pending depth and age metrics this often (default 5s)"},
-        {"metrics-listen", "serve /metrics, /healthz, /readyz on HOST:PORT (default off)"},
-        {"kafka-conf", "librdkafka property KEY=VALUE (repeatable): TLS, SASL, tuning",
-         Kind::kList},
-        {"check-after", "half messages: first check-back after this age (default 6s)"},
-        {"check-interval", "half messages: time between check-backs (default 60s)"},
-        {"check-max", "half messages: inconclusive checks before parking (default 15)"},
-        {"check-timeout", "half messages: timeout of one check-back request (default 10s)"},
-        {"check-concurrency", "half messages: check-back requests in flight at once, 1..1000 "
-                              "(default 16)"}}},
-      {"status", Command::kStatus, "outbox-relay status --db CONNINFO [--json]",
-       "pending messages per lane, dead letters, half messages, notifications",
-       "Show pending messages per lane, oldest pending age, and dead letters.",
-       {{"db", "libpq conninfo of the outbox database (required)"},
-        {"json", "print JSON instead of a table", Kind::kFlag}}},
-      {"notify", Command::kNotify, "outbox-relay notify --db CONNINFO",
-       "run the best-effort notification worker",
-       "Run the best-effort notification worker.",
-       {{"db", "libpq conninfo of the database holding inbox.notifications (required)"},
-        {"metrics-listen", "serve /metrics, /healthz, /readyz on HOST:PORT (default off)"},
-        {"max-in-flight", "concurrent HTTP requests, 1..1000 (default 32)"},
-        {"max-per-host", "concurrent requests to one host:port, 1..max-in-flight (default 4)"},
-        {"connect-timeout", "TCP + TLS handshake timeout per attempt (default 5s)"},
-        {"request-timeout", "timeout of one whole attempt (default 15s)"},
-        {"lease", "a claimed attempt is resent by another worker after this if its worker "
-                  "died; at least request-timeout + 1s (default 60s)"},
-        {"poll-interval", "look for due notifications this often (default 500ms)"},
-        {"stats-interval", "refresh the backlog metrics this often (default 5s)"},
-        {"retention", "delete delivered/exhausted notifications older than this; 0s = keep "
-                      "them (default 168h)"},
-        {"retention-interval", "run retention this often (default 10m)"}}},
-      {"dev-kafka", Command::kDevKafka, "outbox-relay dev-kafka [--brokers N] [--brokers-file PATH]",
-       "serve an in-memory Kafka for development (librdkafka mock cluster)",
-       "Serve an in-memory Kafka cluster for development (librdkafka's mock cluster) until\n"
-       "SIGTERM/SIGINT. Prints one line BOOTSTRAP=host:port,... on stdout.",
-       {{"brokers", "number of brokers, 1..16 (default 1)"},
-        {"brokers-file", "also write the bootstrap list to PATH"}}},
-      {"dead-letters", Command::kDeadLetters,
-       "outbox-relay dead-letters list|retry|drop [ID...] [--all] --db CONNINFO",
-       "list, retry or drop messages Kafka refused for good",
-       "Operate on messages Kafka refused for good (outbox.dead_letters): list them, put\n"
-       "them back into the outbox (retry), or delete them (drop).",
-       {{"db", "libpq conninfo of the outbox database (required)"},
-        {"all", "retry/drop every dead letter", Kind::kFlag},
-        {"json", "list as JSON", Kind::kFlag}}},
-      {"prepared", Command::kPrepared,
-       "outbox-relay prepared list|resume|drop [GID...] [--all] --db CONNINFO",
-       "list, resume or drop half messages awaiting commit or check-back",
-       "Operate on half messages not yet committed or rolled back (outbox.prepared): list\n"
-       "them, check them back again at once with a fresh --check-max count (resume: a\n"
-       "\"committed\" answer publishes), or discard them without publishing (drop).",
-       {{"db", "libpq conninfo of the outbox database (required)"},
-        {"all", "resume/drop every parked half message", Kind::kFlag},
-        {"json", "list as JSON", Kind::kFlag}}},
+      Define("migrate", Command::kMigrate, "outbox-relay migrate --db CONNINFO",
+             "apply the SQL migrations (schemas outbox and inbox)",
+             "Apply the SQL migrations (schema outbox and inbox) to the database.", &Invocation::migrate,
+             std::vector<Option<MigrateConfig>>{
+                 Required("db", &MigrateConfig::db, "CONNINFO", "libpq conninfo of the outbox database"),
+                 Text("schema-dir", &MigrateConfig::schema_dir, "DIR",
+                      "read migrations from DIR instead of the copy built into the binary"),
+             }),
+      Define("run", Command::kRun, "outbox-relay run --db CONNINFO --brokers LIST",
+             "run the relay: publish outbox rows to Kafka in per-key order",
+             "Run the relay: publish outbox rows to Kafka, in per-key order, then delete them.", &Invocation::run,
+             std::vector<Option<RunConfig>>{
+                 Required("db", &RunConfig::db, "CONNINFO", "libpq conninfo of the outbox database"),
+                 Required("brokers", &RunConfig::brokers, "LIST", "Kafka bootstrap servers host:port,...",
+                          CheckBrokers),
+                 Int("lanes", &RunConfig::lanes, 0, 1024, "most lanes this relay owns at once; 0 = its fair share"),
+                 Int("batch-size", &RunConfig::batch_size, 1, 100000, "rows claimed per lane and round trip"),
+                 Int("max-inflight-batches", &RunConfig::max_inflight_batches, 1, 64,
+                     "unacknowledged batches per lane"),
+                 Duration("poll-interval", &RunConfig::poll_interval, milliseconds{1}, minutes{1},
+                          "poll the outbox this often when no NOTIFY arrives"),
+                 Duration("rebalance-interval", &RunConfig::rebalance_interval, milliseconds{100}, minutes{1},
+                          "check lane ownership this often"),
+                 Duration("shutdown-timeout", &RunConfig::shutdown_timeout, milliseconds{0}, hours{1},
+                          "on SIGTERM, wait this long for in-flight messages"),
+                 Duration("stats-interval", &RunConfig::stats_interval, milliseconds{100}, hours{1},
+                          "refresh pending depth and age metrics this often"),
+                 Text("metrics-listen", &RunConfig::metrics_listen, "HOST:PORT",
+                      "serve /metrics, /healthz, /readyz on HOST:PORT", "off", CheckListen),
+                 List("kafka-conf", &RunConfig::kafka_conf, "KEY=VALUE",
+                      "librdkafka property KEY=VALUE (repeatable): TLS, SASL, tuning", KafkaConf),
+                 Duration("check-after", &RunConfig::check_after, milliseconds{0}, hours{24},
+                          "half messages: first check-back after this age"),
+                 Duration("check-interval", &RunConfig::check_interval, milliseconds{1}, hours{24},
+                          "half messages: time between check-backs"),
+                 Int("check-max", &RunConfig::check_max, 1, 1000,
+                     "half messages: inconclusive checks before parking"),
+                 Duration("check-timeout", &RunConfig::check_timeout, milliseconds{100}, minutes{10},
+                          "half messages: timeout of one check-back request"),
+                 Int("check-concurrency", &RunConfig::check_concurrency, 1, 1000,
+                     "half messages: check-back requests in flight at once"),
+             }),
+      Define("status", Command::kStatus, "outbox-relay status --db CONNINFO [--json]",
+             "pending messages per lane, dead letters, half messages, notifications",
+             "Show pending messages per lane, oldest pending age, and dead letters.", &Invocation::status,
+             std::vector<Option<StatusConfig>>{
+                 Required("db", &StatusConfig::db, "CONNINFO", "libpq conninfo of the outbox database"),
+                 Flag("json", &StatusConfig::json, "print JSON instead of a table"),
+             }),
+      Define("notify", Command::kNotify, "outbox-relay notify --db CONNINFO",
+             "run the best-effort notification worker", "Run the best-effort notification worker.",
+             &Invocation::notify,
+             std::vector<Option<NotifyConfig>>{
+                 Required("db", &NotifyConfig::db, "CONNINFO",
+                          "libpq conninfo of the database holding inbox.notifications"),
+                 Text("metrics-listen", &NotifyConfig::metrics_listen, "HOST:PORT",
+                      "serve /metrics, /healthz, /readyz on HOST:PORT", "off", CheckListen),
+                 Int("max-in-flight", &NotifyConfig::max_in_flight, 1, 1000, "concurrent HTTP requests"),
+                 Int("max-per-host", &NotifyConfig::max_per_host, 1, 1000,
+                     "concurrent requests to one host:port, at most max-in-flight"),
+                 Duration("connect-timeout", &NotifyConfig::connect_timeout, milliseconds{1}, minutes{10},
+                          "TCP + TLS handshake timeout per attempt"),
+                 Duration("request-timeout", &NotifyConfig::request_timeout, milliseconds{1}, minutes{10},
+                          "timeout of one whole attempt"),
+                 Duration("lease", &NotifyConfig::lease, milliseconds{1}, hours{1},
+                          "a claimed attempt is resent by another worker after this if its worker died; at "
+                          "least request-timeout + 1s"),
+                 Duration("poll-interval", &NotifyConfig::poll_interval, milliseconds{1}, minutes{1},
+                          "look for due notifications this often"),
+                 Duration("stats-interval", &NotifyConfig::stats_interval, milliseconds{100}, hours{1},
+                          "refresh the backlog metrics this often"),
+                 Duration("retention", &NotifyConfig::retention, milliseconds{0}, hours{3650 * 24},
+                          "delete delivered/exhausted notifications older than this; 0s = keep them"),
+                 Duration("retention-interval", &NotifyConfig::retention_interval, seconds{1}, hours{24},
+                          "run retention this often"),
+             },
+             false, Finish<NotifyConfig>{FinishNotify}),
+      Define("dev-kafka", Command::kDevKafka, "outbox-relay dev-kafka [--broker-count N] [--brokers-file PATH]",
+             "serve an in-memory Kafka for development (librdkafka mock cluster)",
+             "Serve an in-memory Kafka cluster for development (librdkafka's mock cluster) until\n"
+             "SIGTERM/SIGINT. Prints one line BOOTSTRAP=host:port,... on stdout.",
+             &Invocation::dev_kafka,
+             std::vector<Option<DevKafkaConfig>>{
+                 // Not named "brokers": OUTBOX_BROKERS (a bootstrap list) must never reach it.
+                 Int("broker-count", &DevKafkaConfig::brokers, 1, 16, "number of brokers"),
+                 Text("brokers-file", &DevKafkaConfig::brokers_file, "PATH", "also write the bootstrap list to PATH"),
+             }),
+      Define("dead-letters", Command::kDeadLetters,
+             "outbox-relay dead-letters list|retry|drop [ID...] [--all] --db CONNINFO",
+             "list, retry or drop messages Kafka refused for good",
+             "Operate on messages Kafka refused for good (outbox.dead_letters): list them, put\n"
+             "them back into the outbox (retry), or delete them (drop).",
+             &Invocation::dead_letters,
+             std::vector<Option<DeadLettersConfig>>{
+                 Required("db", &DeadLettersConfig::db, "CONNINFO", "libpq conninfo of the outbox database"),
+                 Flag("all", &DeadLettersConfig::all, "retry/drop every dead letter"),
+                 Flag("json", &DeadLettersConfig::json, "list as JSON"),
+             },
+             true, Finish<DeadLettersConfig>{FinishDeadLetters}),
+      Define("prepared", Command::kPrepared, "outbox-relay prepared list|resume|drop [GID...] [--all] --db CONNINFO",
+             "list, resume or drop half messages awaiting commit or check-back",
+             "Operate on half messages not yet committed or rolled back (outbox.prepared): list\n"
+             "them, check them back again at once with a fresh --check-max count (resume: a\n"
+             "\"committed\" answer publishes), or discard them without publishing (drop).",
+             &Invocation::prepared,
+             std::vector<Option<PreparedConfig>>{
+                 Required("db", &PreparedConfig::db, "CONNINFO", "libpq conninfo of the outbox database"),
+                 Flag("all", &PreparedConfig::all, "resume/drop every parked half message"),
+                 Flag("json", &PreparedConfig::json, "list as JSON"),
+             },
+             true, Finish<PreparedConfig>{FinishPrepared}),
   };
   return kCommands;
 }
 
-std::string EnvName(std::string_view option) {
-  std::string s = "OUTBOX_";
-  for (char c : option) s += c == '-' ? '_' : static_cast<char>(std::toupper(c));
-  return s;
+// The options of `cmd` followed by the common ones.
+std::vector<const OptionInfo*> OptionsOf(const CommandSpec& cmd) {
+  std::vector<const OptionInfo*> all;
+  for (const auto& o : cmd.options) all.push_back(&o);
+  for (const auto& o : CommonOptions()) all.push_back(&o);
+  return all;
+}
+
+// Every option name of every subcommand: what a config file may hold.
+std::vector<std::string> EveryOptionName() {
+  std::set<std::string> names;
+  for (const auto& c : Commands()) {
+    for (const auto* o : OptionsOf(c)) names.insert(o->name);
+  }
+  return {names.begin(), names.end()};
 }
 
 std::string GeneralHelp() {
@@ -143,318 +306,13 @@ std::string GeneralHelp() {
   return out.str();
 }
 
-po::options_description Describe(const CommandSpec& cmd, bool include_config) {
-  po::options_description desc{"Options"};
-  auto add = [&](const OptionSpec& o) {
-    switch (o.kind) {
-      case Kind::kValue:
-        desc.add_options()(o.name, po::value<std::string>()->value_name("VALUE"), o.help);
-        break;
-      case Kind::kFlag:
-        desc.add_options()(o.name, po::value<std::string>()->implicit_value("true")->value_name("BOOL"),
-                           o.help);
-        break;
-      case Kind::kList:
-        desc.add_options()(o.name, po::value<std::vector<std::string>>()->composing()->value_name("KEY=VALUE"),
-                           o.help);
-        break;
-    }
-  };
-  for (const auto& o : cmd.options) add(o);
-  for (const auto& o : kCommonOptions) {
-    if (include_config || std::string_view(o.name) != "config") add(o);
-  }
-  return desc;
-}
-
 std::string CommandHelp(const CommandSpec& cmd) {
   std::ostringstream out;
-  out << "Usage: " << cmd.usage << "\n\n" << cmd.summary << "\n\n";
-  auto desc = Describe(cmd, true);
-  desc.add_options()("help,h", "show this help");
-  out << desc << "\nEvery option can also be set as OUTBOX_<NAME> or in the --config file.\n";
+  out << "Usage: " << cmd.usage << "\n\n"
+      << cmd.summary << "\n\n"
+      << DescribeOptions(OptionsOf(cmd))
+      << "\nEvery option can also be set as OUTBOX_<NAME> or in the --config file.\n";
   return out.str();
-}
-
-// The raw strings of every option after layering flags > environment > file.
-class Layered {
- public:
-  explicit Layered(std::vector<std::string>& problems) : problems_(problems) {}
-
-  std::map<std::string, std::vector<std::string>> flags, env, file;
-
-  std::optional<std::string> Get(const std::string& name) const {
-    for (const auto* layer : {&flags, &env, &file}) {
-      auto it = layer->find(name);
-      if (it != layer->end() && !it->second.empty()) return it->second.back();
-    }
-    return std::nullopt;
-  }
-
-  std::vector<std::string> List(const std::string& name) const {
-    std::vector<std::string> all;
-    for (const auto* layer : {&flags, &env, &file}) {
-      auto it = layer->find(name);
-      if (it != layer->end()) all.insert(all.end(), it->second.begin(), it->second.end());
-    }
-    return all;
-  }
-
-  std::string Str(const std::string& name, std::string def = {}) const {
-    return Get(name).value_or(std::move(def));
-  }
-
-  std::string Required(const std::string& name) const {
-    auto v = Get(name);
-    if (!v || v->empty()) {
-      problems_.push_back("--" + name + " is required (or set " + EnvName(name) + ")");
-      return {};
-    }
-    return *v;
-  }
-
-  int Int(const std::string& name, int def, int min, int max) const {
-    auto v = Get(name);
-    if (!v) return def;
-    int out = 0;
-    auto [end, ec] = std::from_chars(v->data(), v->data() + v->size(), out);
-    if (ec != std::errc{} || end != v->data() + v->size() || out < min || out > max) {
-      problems_.push_back("--" + name + ": expected an integer from " + std::to_string(min) +
-                          " to " + std::to_string(max) + ", got '" + *v + "'");
-      return def;
-    }
-    return out;
-  }
-
-  bool Flag(const std::string& name) const {
-    auto v = Get(name);
-    if (!v) return false;
-    std::string s = *v;
-    std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
-    if (s == "true" || s == "1" || s == "yes" || s == "on") return true;
-    if (s == "false" || s == "0" || s == "no" || s == "off") return false;
-    problems_.push_back("--" + name + ": expected true or false, got '" + *v + "'");
-    return false;
-  }
-
-  std::chrono::milliseconds Duration(const std::string& name, std::chrono::milliseconds def,
-                                     std::chrono::milliseconds min,
-                                     std::chrono::milliseconds max) const {
-    auto v = Get(name);
-    if (!v) return def;
-    static const std::regex kDuration{R"(^(\d{1,9})(ms|s|m|h)$)"};
-    std::smatch m;
-    if (!std::regex_match(*v, m, kDuration)) {
-      problems_.push_back("--" + name + ": expected a duration like 250ms, 6s, 1m or 2h, got '" +
-                          *v + "'");
-      return def;
-    }
-    std::int64_t n = std::stoll(m[1]);
-    std::int64_t mult = m[2] == "ms" ? 1 : m[2] == "s" ? 1000 : m[2] == "m" ? 60000 : 3600000;
-    std::chrono::milliseconds d{n * mult};
-    if (d < min || d > max) {
-      problems_.push_back("--" + name + ": must be from " + std::to_string(min.count()) +
-                          "ms to " + std::to_string(max.count()) + "ms, got '" + *v + "'");
-      return def;
-    }
-    return d;
-  }
-
- private:
-  std::vector<std::string>& problems_;
-};
-
-bool ValidHostPort(const std::string& s) {
-  static const std::regex kHostPort{R"(^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})$)"};
-  std::smatch m;
-  if (!std::regex_match(s, m, kHostPort)) return false;
-  int port = std::stoi(m[2]);
-  return port >= 0 && port <= 65535;  // 0: any free port (logged at start)
-}
-
-void CheckBrokers(const std::string& brokers, std::vector<std::string>& problems) {
-  if (brokers.empty()) return;  // reported as missing already
-  std::stringstream in{brokers};
-  std::string one;
-  while (std::getline(in, one, ',')) {
-    // librdkafka accepts an optional protocol prefix such as SSL:// or PLAINTEXT://.
-    auto scheme = one.find("://");
-    std::string hp = scheme == std::string::npos ? one : one.substr(scheme + 3);
-    if (!ValidHostPort(hp)) {
-      problems.push_back("--brokers: '" + one + "' is not host:port");
-    }
-  }
-}
-
-// Settings the relay's guarantees depend on; users may not weaken them.
-void CheckKafkaConf(const std::vector<std::string>& entries,
-                    std::vector<std::pair<std::string, std::string>>& out,
-                    std::vector<std::string>& problems) {
-  std::unique_ptr<rd_kafka_conf_t, decltype(&rd_kafka_conf_destroy)> conf{rd_kafka_conf_new(),
-                                                                           &rd_kafka_conf_destroy};
-  for (const auto& e : entries) {
-    auto eq = e.find('=');
-    if (eq == std::string::npos || eq == 0) {
-      // The entry may be a secret typed without '=': show only its start.
-      problems.push_back("--kafka-conf: expected KEY=VALUE, got '" + e.substr(0, 24) +
-                         (e.size() > 24 ? "...'" : "'"));
-      continue;
-    }
-    std::string key = e.substr(0, eq), value = e.substr(eq + 1);
-    bool secret = IsSecretKafkaProperty(key);
-    if (key == "bootstrap.servers" || key == "metadata.broker.list") {
-      problems.push_back("--kafka-conf " + key + ": use --brokers instead");
-      continue;
-    }
-    if (key == "enable.idempotence" && value != "true") {
-      problems.push_back("--kafka-conf enable.idempotence: must stay true (per-key order and "
-                         "no duplicates on retries depend on it)");
-      continue;
-    }
-    if (key == "acks" || key == "request.required.acks") {
-      if (value != "all" && value != "-1") {
-        problems.push_back("--kafka-conf " + key + ": must stay all (a message is deleted from "
-                           "the outbox only once every in-sync replica has it)");
-        continue;
-      }
-    }
-    char err[512];
-    if (rd_kafka_conf_set(conf.get(), key.c_str(), value.c_str(), err, sizeof err) !=
-        RD_KAFKA_CONF_OK) {
-      std::string msg = err;
-      if (secret) msg = RedactSecret(msg, value);
-      problems.push_back("--kafka-conf " + key + ": " + msg);
-      continue;
-    }
-    bool seen = std::any_of(out.begin(), out.end(), [&](const auto& kv) { return kv.first == key; });
-    if (!seen) out.emplace_back(key, value);  // the first (highest precedence) wins
-  }
-}
-
-void ReadConfigFile(const std::string& path, const CommandSpec& cmd, Layered& values,
-                    std::vector<std::string>& problems) {
-  std::ifstream in{path};
-  if (!in) {
-    problems.push_back("--config: cannot read '" + path + "'");
-    return;
-  }
-  try {
-    auto desc = Describe(cmd, false);
-    auto parsed = po::parse_config_file(in, desc, /*allow_unregistered=*/true);
-    for (const auto& opt : parsed.options) {
-      if (opt.unregistered) {
-        problems.push_back(path + ": unknown option '" + opt.string_key + "' for " + cmd.name);
-        continue;
-      }
-      auto& slot = values.file[opt.string_key];
-      slot.insert(slot.end(), opt.value.begin(), opt.value.end());
-    }
-  } catch (const po::error& e) {
-    problems.push_back(path + ": " + e.what());
-  }
-}
-
-void FillLog(const Layered& v, LogConfig& log, std::vector<std::string>& problems) {
-  log.level = v.Str("log-level", "info");
-  static const std::vector<std::string> kLevels = {"trace", "debug", "info", "warn", "error"};
-  if (std::find(kLevels.begin(), kLevels.end(), log.level) == kLevels.end()) {
-    problems.push_back("--log-level: expected trace, debug, info, warn or error, got '" +
-                       log.level + "'");
-  }
-  auto format = v.Str("log-format", "text");
-  if (format != "text" && format != "json") {
-    problems.push_back("--log-format: expected text or json, got '" + format + "'");
-  }
-  log.json = format == "json";
-}
-
-void FillRun(const Layered& v, RunConfig& c, std::vector<std::string>& problems) {
-  using std::chrono::milliseconds;
-  c.db = v.Required("db");
-  c.brokers = v.Required("brokers");
-  CheckBrokers(c.brokers, problems);
-  c.lanes = v.Int("lanes", c.lanes, 0, 1024);
-  c.batch_size = v.Int("batch-size", c.batch_size, 1, 100000);
-  c.max_inflight_batches = v.Int("max-inflight-batches", c.max_inflight_batches, 1, 64);
-  c.poll_interval = v.Duration("poll-interval", c.poll_interval, milliseconds{1}, milliseconds{60000});
-  c.rebalance_interval =
-      v.Duration("rebalance-interval", c.rebalance_interval, milliseconds{100}, milliseconds{60000});
-  c.shutdown_timeout =
-      v.Duration("shutdown-timeout", c.shutdown_timeout, milliseconds{0}, milliseconds{3600000});
-  c.stats_interval =
-      v.Duration("stats-interval", c.stats_interval, milliseconds{100}, milliseconds{3600000});
-  c.metrics_listen = v.Str("metrics-listen");
-  if (!c.metrics_listen.empty() && !ValidHostPort(c.metrics_listen)) {
-    problems.push_back("--metrics-listen: expected HOST:PORT, got '" + c.metrics_listen + "'");
-  }
-  CheckKafkaConf(v.List("kafka-conf"), c.kafka_conf, problems);
-  c.check_after = v.Duration("check-after", c.check_after, milliseconds{0}, milliseconds{86400000});
-  c.check_interval =
-      v.Duration("check-interval", c.check_interval, milliseconds{1}, milliseconds{86400000});
-  c.check_max = v.Int("check-max", c.check_max, 1, 1000);
-  c.check_timeout = v.Duration("check-timeout", c.check_timeout, milliseconds{100}, milliseconds{600000});
-  c.check_concurrency = v.Int("check-concurrency", c.check_concurrency, 1, 1000);
-}
-
-void FillPrepared(const Layered& v, const std::vector<std::string>& positional, PreparedConfig& c,
-                  std::vector<std::string>& problems) {
-  c.db = v.Required("db");
-  c.all = v.Flag("all");
-  c.json = v.Flag("json");
-  if (positional.empty()) {
-    problems.push_back("prepared: say what to do: list, resume or drop");
-    return;
-  }
-  c.action = positional[0];
-  if (c.action != "list" && c.action != "resume" && c.action != "drop") {
-    problems.push_back("prepared: unknown action '" + c.action + "' (list, resume or drop)");
-    return;
-  }
-  c.gids.assign(positional.begin() + 1, positional.end());
-  if (c.action == "list" && (!c.gids.empty() || c.all)) {
-    problems.push_back("prepared list: takes no gids and no --all");
-  }
-  if (c.action != "list" && c.gids.empty() && !c.all) {
-    problems.push_back("prepared " + c.action + ": give gids or --all");
-  }
-  if (c.action != "list" && !c.gids.empty() && c.all) {
-    problems.push_back("prepared " + c.action + ": give gids or --all, not both");
-  }
-}
-
-void FillDeadLetters(const Layered& v, const std::vector<std::string>& positional,
-                     DeadLettersConfig& c, std::vector<std::string>& problems) {
-  c.db = v.Required("db");
-  c.all = v.Flag("all");
-  c.json = v.Flag("json");
-  if (positional.empty()) {
-    problems.push_back("dead-letters: say what to do: list, retry or drop");
-    return;
-  }
-  c.action = positional[0];
-  if (c.action != "list" && c.action != "retry" && c.action != "drop") {
-    problems.push_back("dead-letters: unknown action '" + c.action + "' (list, retry or drop)");
-    return;
-  }
-  for (size_t i = 1; i < positional.size(); ++i) {
-    std::int64_t id = 0;
-    const auto& s = positional[i];
-    auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), id);
-    if (ec != std::errc{} || end != s.data() + s.size() || id <= 0) {
-      problems.push_back("dead-letters: '" + s + "' is not a dead letter id");
-    } else {
-      c.ids.push_back(id);
-    }
-  }
-  if (c.action == "list" && (!c.ids.empty() || c.all)) {
-    problems.push_back("dead-letters list: takes no ids and no --all");
-  }
-  if (c.action != "list" && c.ids.empty() && !c.all) {
-    problems.push_back("dead-letters " + c.action + ": give dead letter ids or --all");
-  }
-  if (c.action != "list" && !c.ids.empty() && c.all) {
-    problems.push_back("dead-letters " + c.action + ": give ids or --all, not both");
-  }
 }
 
 }  // namespace
@@ -492,15 +350,9 @@ Invocation ParseCommandLine(const std::vector<std::string>& args, const Environm
   if (cmd_it == Commands().end()) {
     std::string names;
     for (const auto& c : Commands()) names += (names.empty() ? "" : ", ") + std::string(c.name);
-    throw ConfigError({"unknown command '" + args[0] + "' (commands: " + names +
-                       "; see outbox-relay --help)"});
+    throw ConfigError({"unknown command '" + args[0] + "' (commands: " + names + "; see outbox-relay --help)"});
   }
   const CommandSpec& cmd = *cmd_it;
-  inv.command = cmd.command;
-
-  std::vector<std::string> problems;
-  Layered values{problems};
-  std::vector<std::string> positional;
   std::vector<std::string> rest(args.begin() + 1, args.end());
   if (std::find(rest.begin(), rest.end(), "--help") != rest.end() ||
       std::find(rest.begin(), rest.end(), "-h") != rest.end()) {
@@ -508,128 +360,25 @@ Invocation ParseCommandLine(const std::vector<std::string>& args, const Environm
     inv.help_text = CommandHelp(cmd);
     return inv;
   }
+  inv.command = cmd.command;
 
-  // 1. Flags.
-  try {
-    auto desc = Describe(cmd, true);
-    auto parsed = po::command_line_parser(rest).options(desc).allow_unregistered().run();
-    for (const auto& opt : parsed.options) {
-      if (opt.unregistered || opt.position_key >= 0) {
-        if (opt.position_key >= 0) {
-          positional.insert(positional.end(), opt.value.begin(), opt.value.end());
-        } else {
-          problems.push_back(cmd.name + std::string(": unknown option '") + opt.original_tokens[0] +
-                             "' (see outbox-relay " + cmd.name + " --help)");
-        }
-        continue;
-      }
-      auto& slot = values.flags[opt.string_key];
-      if (!slot.empty()) {
-        auto spec = std::find_if(cmd.options.begin(), cmd.options.end(),
-                                 [&](const OptionSpec& o) { return opt.string_key == o.name; });
-        bool list = spec != cmd.options.end() && spec->kind == Kind::kList;
-        if (!list) {
-          problems.push_back("--" + opt.string_key + " given more than once");
-          continue;
-        }
-      }
-      if (opt.value.empty()) {
-        slot.push_back("true");  // a flag without a value
-      } else {
-        slot.insert(slot.end(), opt.value.begin(), opt.value.end());
-      }
+  Problems problems;
+  auto layered = Layer(cmd.name, OptionsOf(cmd), rest, env, "config", EveryOptionName(), problems);
+  auto apply = [&](const Option<Invocation>& o) {
+    auto it = layered.texts.find(o.name);
+    bool given = it != layered.texts.end() && !it->second.empty();
+    if (o.required && (!given || it->second.back().empty())) {
+      problems.push_back("--" + o.name + " is required (or set " + EnvName(o.name) + ")");
+      return;
     }
-  } catch (const po::error& e) {
-    problems.push_back(std::string(cmd.name) + ": " + e.what());
-  }
-  if (cmd.command != Command::kDeadLetters && cmd.command != Command::kPrepared) {
-    for (const auto& p : positional) {
-      problems.push_back(std::string(cmd.name) + ": unexpected argument '" + p + "'");
-    }
-  }
-
-  // 2. Environment: OUTBOX_<NAME>; lists are separated by ';'.
-  auto from_env = [&](const OptionSpec& o) {
-    auto it = env.find(EnvName(o.name));
-    if (it == env.end()) return;
-    if (o.kind == Kind::kList) {
-      std::stringstream in{it->second};
-      std::string one;
-      while (std::getline(in, one, ';')) {
-        if (!one.empty()) values.env[o.name].push_back(one);
-      }
-    } else {
-      values.env[o.name].push_back(it->second);
-    }
+    if (given) o.set(it->second, inv, problems);
   };
-  for (const auto& o : cmd.options) from_env(o);
-  for (const auto& o : kCommonOptions) from_env(o);
-
-  // 3. The config file.
-  if (auto path = values.Get("config")) ReadConfigFile(*path, cmd, values, problems);
-
-  FillLog(values, inv.log, problems);
-  switch (cmd.command) {
-    case Command::kMigrate:
-      inv.migrate.db = values.Required("db");
-      inv.migrate.schema_dir = values.Str("schema-dir");
-      break;
-    case Command::kRun:
-      FillRun(values, inv.run, problems);
-      break;
-    case Command::kStatus:
-      inv.status.db = values.Required("db");
-      inv.status.json = values.Flag("json");
-      break;
-    case Command::kNotify:
-      inv.notify.db = values.Required("db");
-      inv.notify.metrics_listen = values.Str("metrics-listen");
-      if (!inv.notify.metrics_listen.empty() && !ValidHostPort(inv.notify.metrics_listen)) {
-        problems.push_back("--metrics-listen: expected HOST:PORT, got '" +
-                           inv.notify.metrics_listen + "'");
-      }
-      {
-        using std::chrono::milliseconds;
-        auto& n = inv.notify;
-        n.max_in_flight = values.Int("max-in-flight", n.max_in_flight, 1, 1000);
-        n.max_per_host = values.Int("max-per-host", n.max_per_host, 1, 1000);
-        if (n.max_per_host > n.max_in_flight) {
-          problems.push_back("--max-per-host (" + std::to_string(n.max_per_host) +
-                             ") must not exceed --max-in-flight (" + std::to_string(n.max_in_flight) + ")");
-        }
-        n.connect_timeout =
-            values.Duration("connect-timeout", n.connect_timeout, milliseconds{1}, milliseconds{600000});
-        n.request_timeout =
-            values.Duration("request-timeout", n.request_timeout, milliseconds{1}, milliseconds{600000});
-        n.lease = values.Duration("lease", n.lease, milliseconds{1}, milliseconds{3600000});
-        if (n.lease < n.request_timeout + milliseconds{1000}) {
-          problems.push_back("--lease (" + std::to_string(n.lease.count()) +
-                             "ms) must be at least --request-timeout + 1s (" +
-                             std::to_string((n.request_timeout + milliseconds{1000}).count()) +
-                             "ms), or a slow attempt could be sent twice");
-        }
-        n.poll_interval = values.Duration("poll-interval", n.poll_interval, milliseconds{1}, milliseconds{60000});
-        n.stats_interval =
-            values.Duration("stats-interval", n.stats_interval, milliseconds{100}, milliseconds{3600000});
-        n.retention = values.Duration("retention", n.retention, milliseconds{0}, milliseconds{3650LL * 86400000});
-        n.retention_interval =
-            values.Duration("retention-interval", n.retention_interval, milliseconds{1000}, milliseconds{86400000});
-      }
-      break;
-    case Command::kDevKafka:
-      inv.dev_kafka.brokers = values.Int("brokers", 1, 1, 16);
-      inv.dev_kafka.brokers_file = values.Str("brokers-file");
-      break;
-    case Command::kDeadLetters:
-      FillDeadLetters(values, positional, inv.dead_letters, problems);
-      break;
-    case Command::kPrepared:
-      FillPrepared(values, positional, inv.prepared, problems);
-      break;
-    case Command::kHelp:
-    case Command::kVersion:
-      break;
+  for (const auto& o : cmd.options) apply(o);
+  for (const auto& o : CommonOptions()) apply(o);
+  if (!cmd.takes_arguments) {
+    for (const auto& a : layered.arguments) problems.push_back(std::string(cmd.name) + ": unexpected argument '" + a + "'");
   }
+  if (cmd.finish) cmd.finish(layered.arguments, inv, problems);
   if (!problems.empty()) throw ConfigError(std::move(problems));
   return inv;
 }

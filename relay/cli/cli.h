@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "cli/options.h"
 #include "common/config.h"
 
 namespace outbox::relay {
@@ -14,6 +15,7 @@ enum class Command { kHelp, kVersion, kMigrate, kRun, kStatus, kNotify, kDevKafk
 struct Invocation {
   Command command = Command::kHelp;
   std::string help_text;        // for kHelp: what to print
+  std::string config_file;      // --config: the lowest source of options; empty = none
   LogConfig log;
   MigrateConfig migrate;
   RunConfig run;
@@ -24,11 +26,10 @@ struct Invocation {
   PreparedConfig prepared;
 };
 
-using Environment = std::map<std::string, std::string>;
-
 // Parses `outbox-relay <command> [options]`. Sources, highest precedence first: flags,
-// OUTBOX_<NAME> environment variables (e.g. OUTBOX_BATCH_SIZE), the --config file
-// (INI style, `name = value`, repeatable options on several lines).
+// OUTBOX_<NAME> variables of `env` (e.g. OUTBOX_BATCH_SIZE; list options separated by
+// ';'), the --config file (INI style, `name = value`, repeatable options on several
+// lines; one file serves every subcommand: options of other subcommands are ignored).
 // Throws ConfigError listing every problem at once; messages never contain secrets.
 Invocation ParseCommandLine(const std::vector<std::string>& args, const Environment& env);
 

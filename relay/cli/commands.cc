@@ -1,64 +1,17 @@
 #include "cli/commands.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <iostream>
-#include <prometheus/registry.h>
 
-#include "half_messages/check_back.h"
-#include "pg/db.h"
-#include "kafka/dev_kafka.h"
-#include "common/errors.h"
-#include "ops/metrics_server.h"
-#include "cli/migrate.h"
-#include "webhooks/notify_command.h"
-#include "cli/prepared_command.h"
-#include "common/redact.h"
-#include "core/relay.h"
-#include "ops/relay_metrics.h"
-#include "ops/signals.h"
-#include "ops/stats_poller.h"
 #include "cli/dead_letters_command.h"
+#include "cli/migrate.h"
+#include "cli/prepared_command.h"
+#include "cli/run_command.h"
 #include "cli/status_command.h"
+#include "common/errors.h"
+#include "kafka/dev_kafka.h"
+#include "webhooks/notify_command.h"
 
 namespace outbox::relay {
-namespace {
-
-int RunMigrate(const MigrateConfig& c, spdlog::logger& log) {
-  auto migrations = c.schema_dir.empty() ? EmbeddedMigrations() : LoadMigrations(c.schema_dir);
-  auto result = Migrate(c.db, migrations, log);
-  if (result.applied.empty()) {
-    log.info("schema is up to date migrations={}", result.already_applied);
-  } else {
-    log.info("migrated applied={} already_applied={}", result.applied.size(), result.already_applied);
-  }
-  return kExitOk;
-}
-
-int RunRelay(const RunConfig& c, std::shared_ptr<spdlog::logger> log) {
-  CheckConninfo(c.db);
-  int wake[2];
-  if (pipe2(wake, O_CLOEXEC | O_NONBLOCK) != 0) throw RuntimeError("pipe2 failed");
-  auto& stop = WatchTerminationSignals(wake[1]);
-  auto registry = std::make_shared<prometheus::Registry>();
-  RelayMetrics metrics{*registry};
-  log->info("outbox-relay run db={} brokers={} lanes={} batch_size={} metrics_listen={}", RedactConninfo(c.db),
-            c.brokers, c.lanes == 0 ? std::string("fair share") : std::to_string(c.lanes), c.batch_size,
-            c.metrics_listen.empty() ? std::string("off") : c.metrics_listen);
-  Relay relay{c, log, metrics};
-  std::unique_ptr<MetricsServer> server;
-  if (!c.metrics_listen.empty()) {
-    server = std::make_unique<MetricsServer>(c.metrics_listen, registry);
-    server->SetReadyCheck([&relay] { return relay.ready(); });
-    log->info("serving /metrics /healthz /readyz port={}", server->port());
-  }
-  StatsPoller stats{c.db, c.stats_interval, metrics, log};
-  CheckBack check_back{c, log, metrics};  // half messages: own thread and session (issue 5)
-  return relay.Run(stop, wake[0]);
-}
-
-}  // namespace
 
 int RunCommand(const Invocation& inv, std::shared_ptr<spdlog::logger> log) {
   switch (inv.command) {

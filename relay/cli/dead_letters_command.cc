@@ -14,7 +14,7 @@ int RunDeadLetters(const DeadLettersConfig& config, std::ostream& out, std::ostr
   auto conn = OpenCliConnection(config.db);
   int code = kExitOk;
   try {
-    if (config.action == "list") {
+    if (config.action == DeadLetterAction::kList) {
       auto r = conn->Exec(
           "SELECT id, message_id, topic, coalesce(key, ''), key IS NULL, coalesce(octet_length(payload), 0), error, "
           "to_char(failed_at, 'YYYY-MM-DD\"T\"HH24:MI:SSOF') FROM outbox.dead_letters ORDER BY id");
@@ -42,6 +42,19 @@ int RunDeadLetters(const DeadLettersConfig& config, std::ostream& out, std::ostr
       }
       return kExitOk;
     }
+    std::string sql, done_word;
+    switch (config.action) {
+      case DeadLetterAction::kList:
+        return kExitOk;  // handled above
+      case DeadLetterAction::kRetry:
+        sql = "SELECT outbox.retry_dead_letter($1)";
+        done_word = "retried";
+        break;
+      case DeadLetterAction::kDrop:
+        sql = "SELECT outbox.drop_dead_letter($1)";
+        done_word = "dropped";
+        break;
+    }
     std::vector<std::int64_t> ids = config.ids;
     if (config.all) {
       auto r = conn->Exec("SELECT id FROM outbox.dead_letters ORDER BY id");
@@ -49,9 +62,7 @@ int RunDeadLetters(const DeadLettersConfig& config, std::ostream& out, std::ostr
     }
     int done = 0;
     for (auto id : ids) {
-      auto r = config.action == "retry"
-                   ? conn->Exec("SELECT outbox.retry_dead_letter($1)", {std::to_string(id)})
-                   : conn->Exec("SELECT outbox.drop_dead_letter($1)", {std::to_string(id)});
+      auto r = conn->Exec(sql, {std::to_string(id)});
       if (TextValue(r, 0, 0) == "t") {
         ++done;
       } else {
@@ -59,7 +70,7 @@ int RunDeadLetters(const DeadLettersConfig& config, std::ostream& out, std::ostr
         code = kExitRuntime;
       }
     }
-    out << (config.action == "retry" ? "retried " : "dropped ") << done << " dead letter(s)\n";
+    out << done_word << " " << done << " dead letter(s)\n";
   } catch (const PgError& e) {
     throw RuntimeError(std::string("dead-letters: ") + e.what());
   }

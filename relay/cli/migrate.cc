@@ -135,4 +135,15 @@ MigrateResult Migrate(const std::string& conninfo, const std::vector<Migration>&
   return result;
 }
 
+int RunMigrate(const MigrateConfig& c, spdlog::logger& log) {
+  auto migrations = c.schema_dir.empty() ? EmbeddedMigrations() : LoadMigrations(c.schema_dir);
+  auto result = Migrate(c.db, migrations, log);
+  if (result.applied.empty()) {
+    log.info("schema is up to date migrations={}", result.already_applied);
+  } else {
+    log.info("migrated applied={} already_applied={}", result.applied.size(), result.already_applied);
+  }
+  return kExitOk;
+}
+
 }  // namespace outbox::relay

@@ -3,6 +3,8 @@
 #include <string>
 #include <vector>
 
+#include "common/config.h"
+
 namespace spdlog { class logger; }
 
 namespace outbox::relay {
@@ -32,5 +34,9 @@ struct MigrateResult {
 // (nothing is applied then), RuntimeError if the database fails.
 MigrateResult Migrate(const std::string& conninfo, const std::vector<Migration>& migrations,
                       spdlog::logger& log);
+
+// `outbox-relay migrate`: applies config.schema_dir's migrations (or the embedded ones)
+// and logs what it did. Returns the exit code; throws like Migrate.
+int RunMigrate(const MigrateConfig& config, spdlog::logger& log);
 
 }  // namespace outbox::relay

@@ -54,12 +54,12 @@ void List(PgConnection& conn, bool json, std::ostream& out) {
     return;
   }
   for (const auto& p : list) {
-    out << fmt::format("{}  {}  owner={} topic={} key={} bytes={} checks={} host={} age={:.1f}s last_error={}\n",
-                       p["gid"].get<std::string>(), p["state"].get<std::string>(), p["owner"].get<std::string>(),
-                       p["topic"].get<std::string>(),
+    out << fmt::format("{}  {}  topic={} key={} bytes={} checks={} host={} age={:.1f}s owner={} last_error={}\n",
+                       p["gid"].get<std::string>(), p["state"].get<std::string>(), p["topic"].get<std::string>(),
                        p["key"].is_null() ? "(null)" : p["key"].get<std::string>(),
                        p["payload_bytes"].get<long long>(), p["checks"].get<int>(),
                        p["check_host"].get<std::string>(), p["age_seconds"].get<double>(),
+                       p["owner"].get<std::string>(),
                        p["last_error"].is_null() ? "-" : p["last_error"].get<std::string>());
   }
 }
@@ -75,17 +75,28 @@ int RunPrepared(const PreparedConfig& config, std::ostream& out, std::ostream& e
   }
   int code = kExitOk;
   try {
-    if (config.action == "list") {
+    if (config.action == PreparedAction::kList) {
       List(*conn, config.json, out);
       return kExitOk;
+    }
+    std::string sql, done_word;
+    switch (config.action) {
+      case PreparedAction::kList:
+        return kExitOk;  // handled above
+      case PreparedAction::kResume:
+        sql = "SELECT outbox.resume_prepared($1)";
+        done_word = "resumed";
+        break;
+      case PreparedAction::kDrop:
+        sql = "SELECT outbox.drop_prepared($1)";
+        done_word = "dropped";
+        break;
     }
     std::vector<std::string> gids = config.gids;
     if (config.all) {
       auto r = conn->Exec("SELECT gid FROM outbox.prepared WHERE state = 'parked' ORDER BY created_at, gid");
       for (int i = 0; i < PQntuples(r.get()); ++i) gids.push_back(TextValue(r, i, 0));
     }
-    const std::string sql = config.action == "resume" ? "SELECT outbox.resume_prepared($1)"
-                                                      : "SELECT outbox.drop_prepared($1)";
     int done = 0;
     for (const auto& gid : gids) {
       auto r = conn->Exec(sql, {gid});
@@ -96,7 +107,7 @@ int RunPrepared(const PreparedConfig& config, std::ostream& out, std::ostream& e
         code = kExitRuntime;
       }
     }
-    out << (config.action == "resume" ? "resumed " : "dropped ") << done << " half message(s)\n";
+    out << done_word << " " << done << " half message(s)\n";
   } catch (const PgError& e) {
     throw RuntimeError(std::string("prepared: ") + e.what() +
                        (e.sqlstate() == "42P01" || e.sqlstate() == "42883" ? " (run outbox-relay migrate first)" : ""));

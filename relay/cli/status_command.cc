@@ -6,7 +6,7 @@
 #include <ostream>
 
 #include "common/errors.h"
-#include "pg/outbox_store.h"
+#include "pg/outbox_queries.h"
 #include "pg/pg.h"
 
 namespace outbox::relay {
@@ -27,31 +27,22 @@ int RunStatus(const StatusConfig& config, std::ostream& out) {
   auto conn = OpenCliConnection(config.db);
   nlohmann::json s;
   try {
-    auto lanes = conn->Exec(
-        "SELECT lane, count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 "
-        "FROM outbox.messages GROUP BY lane ORDER BY lane");
-    auto settings = conn->Exec("SELECT lane_count, notify FROM outbox.settings");
-    auto dead = conn->Exec("SELECT count(*) FROM outbox.dead_letters");
-    auto relays = conn->Exec(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND classid = $1::int::oid "
-        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-        {std::to_string(kMemberLockClass)});
+    auto lanes = PendingPerLane(*conn);
+    auto settings = ReadOutboxSettings(*conn);
     long long pending = 0;
     double oldest = 0;
     s["lanes"] = nlohmann::json::array();
-    for (int i = 0; i < PQntuples(lanes.get()); ++i) {
-      long long n = std::stoll(TextValue(lanes, i, 1));
-      double age = std::stod(TextValue(lanes, i, 2));
-      pending += n;
-      oldest = std::max(oldest, age);
-      s["lanes"].push_back({{"lane", std::stoi(TextValue(lanes, i, 0))}, {"pending", n}, {"oldest_pending_age_seconds", age}});
+    for (const auto& l : lanes) {
+      pending += l.pending;
+      oldest = std::max(oldest, l.oldest_age_seconds);
+      s["lanes"].push_back({{"lane", l.lane}, {"pending", l.pending}, {"oldest_pending_age_seconds", l.oldest_age_seconds}});
     }
     s["pending"] = pending;
     s["oldest_pending_age_seconds"] = oldest;
-    s["lane_count"] = std::stoi(TextValue(settings, 0, 0));
-    s["notify"] = TextValue(settings, 0, 1) == "t";
-    s["dead_letters"] = std::stoll(TextValue(dead, 0, 0));
-    s["relays"] = std::stoll(TextValue(relays, 0, 0));
+    s["lane_count"] = settings.lane_count;
+    s["notify"] = settings.notify;
+    s["dead_letters"] = DeadLetterCount(*conn);
+    s["relays"] = LiveRelays(*conn);
     s["prepared"] = StateCounts(*conn, "outbox.prepared", "state");
     s["notifications"] = StateCounts(*conn, "inbox.notifications", "state");
   } catch (const PgError& e) {

@@ -65,21 +65,33 @@ struct NotifyConfig {
 };
 
 struct DevKafkaConfig {
-  int brokers = 1;              // number of mock brokers
+  int brokers = 1;              // number of mock brokers (--broker-count)
   std::string brokers_file;     // also write the bootstrap list here; empty = don't
+};
+
+enum class DeadLetterAction {
+  kList,   // show every dead letter
+  kRetry,  // put it back into the outbox
+  kDrop,   // delete it
 };
 
 struct DeadLettersConfig {
   std::string db;
-  std::string action;           // list, retry, drop
+  DeadLetterAction action = DeadLetterAction::kList;
   std::vector<std::int64_t> ids;  // dead letter ids (outbox ids) for retry/drop
   bool all = false;             // retry/drop every dead letter
   bool json = false;            // list as JSON
 };
 
+enum class PreparedAction {
+  kList,    // show half messages neither committed nor rolled back
+  kResume,  // check it back again at once with a fresh --check-max count
+  kDrop,    // discard it without publishing
+};
+
 struct PreparedConfig {
   std::string db;
-  std::string action;           // list, resume, drop
+  PreparedAction action = PreparedAction::kList;
   std::vector<std::string> gids;  // half messages (gid) for resume/drop
   bool all = false;             // resume/drop every parked half message
   bool json = false;            // list as JSON

@@ -1,7 +1,5 @@
 #include "common/redact.h"
 
-#include <array>
-#include <cctype>
 #include <regex>
 
 namespace outbox::relay {
@@ -19,17 +17,6 @@ std::string RedactConninfo(std::string_view conninfo) {
                               std::regex::icase};
   s = std::regex_replace(s, kKv, "$1$2***");
   return s;
-}
-
-bool IsSecretKafkaProperty(std::string_view key) {
-  std::string k;
-  for (char c : key) k += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  static constexpr std::array<std::string_view, 5> kMarks = {"password", "secret", "key.pem",
-                                                             "sasl.oauthbearer.config", "token"};
-  for (auto m : kMarks) {
-    if (k.find(m) != std::string::npos) return true;
-  }
-  return false;
 }
 
 std::string RedactSecret(std::string text, std::string_view secret) {

@@ -9,7 +9,8 @@ namespace outbox::relay {
 // "***", for anything that is printed or logged.
 std::string RedactConninfo(std::string_view conninfo);
 
-// True if a librdkafka property holds a secret (passwords, SASL secrets, private keys).
+// Transitional: the Kafka adapter owns this (kafka/kafka_settings.h, where it is defined
+// and documented); declared here only until kafka_producer.cc includes that header.
 bool IsSecretKafkaProperty(std::string_view key);
 
 // Replaces every occurrence of `secret` in `text` by "***" (used on error texts from

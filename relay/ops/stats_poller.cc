@@ -4,6 +4,7 @@
 
 #include <map>
 
+#include "pg/outbox_queries.h"
 #include "pg/pg.h"
 
 namespace outbox::relay {
@@ -39,23 +40,16 @@ void StatsPoller::Loop() {
 void StatsPoller::RefreshOnce() {
   if (!conn_) conn_ = std::make_unique<PgConnection>(conninfo_, "outbox-relay-stats");
   auto& conn = *conn_;
-  auto lanes = conn.Exec("SELECT lane_count FROM outbox.settings");
-  int lane_count = std::stoi(PQgetvalue(lanes.get(), 0, 0));
-  auto r = conn.Exec(
-      "SELECT lane, count(*), extract(epoch FROM now() - min(created_at)) FROM outbox.messages GROUP BY lane");
-  std::map<int, std::pair<double, double>> by_lane;
-  for (int i = 0; i < PQntuples(r.get()); ++i) {
-    by_lane[std::stoi(PQgetvalue(r.get(), i, 0))] = {std::stod(PQgetvalue(r.get(), i, 1)),
-                                                     std::stod(PQgetvalue(r.get(), i, 2))};
-  }
+  int lane_count = ReadOutboxSettings(conn).lane_count;
+  std::map<int, LanePending> by_lane;
+  for (const auto& l : PendingPerLane(conn)) by_lane[l.lane] = l;
   for (int lane = 0; lane < lane_count; ++lane) {
     auto it = by_lane.find(lane);
-    auto [count, age] = it == by_lane.end() ? std::pair{0.0, 0.0} : it->second;
-    metrics_.pending.Add({{"lane", std::to_string(lane)}}).Set(count);
-    metrics_.oldest_pending.Add({{"lane", std::to_string(lane)}}).Set(std::max(0.0, age));
+    LanePending l = it == by_lane.end() ? LanePending{lane, 0, 0} : it->second;
+    metrics_.pending.Add({{"lane", std::to_string(lane)}}).Set(static_cast<double>(l.pending));
+    metrics_.oldest_pending.Add({{"lane", std::to_string(lane)}}).Set(std::max(0.0, l.oldest_age_seconds));
   }
-  auto d = conn.Exec("SELECT count(*) FROM outbox.dead_letters");
-  metrics_.dead_letters.Set(std::stod(PQgetvalue(d.get(), 0, 0)));
+  metrics_.dead_letters.Set(static_cast<double>(DeadLetterCount(conn)));
 }
 
 }  // namespace outbox::relay

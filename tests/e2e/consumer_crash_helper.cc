@@ -10,6 +10,8 @@
 #include <cstdlib>
 #include <iostream>
 
+#include "consumer_test_access.h"
+
 namespace {
 
 outbox::Consumer* g_consumer = nullptr;
@@ -37,16 +39,16 @@ int main(int argc, char** argv) {
   o.poll_timeout = std::chrono::milliseconds(50);
   o.log = [](outbox::LogLevel, const std::string& line) { std::cout << line << std::endl; };
   int commits = 0;
-  o.after_commit_for_test = [&](const outbox::Message& m) {
-    std::cout << "committed message_id=" << m.message_id << std::endl;
-    if (kill_after > 0 && ++commits == kill_after) raise(SIGKILL);
-  };
   try {
     outbox::Consumer consumer{o, [](const outbox::Message& m, pqxx::work& tx) {
                                 tx.exec_params(
                                     "INSERT INTO effects (message_id, payload) VALUES ($1, $2)",
                                     m.message_id, m.payload);
                               }};
+    outbox::internal::ConsumerTestAccess::SetAfterCommit(consumer, [&](const outbox::Message& m) {
+      std::cout << "committed message_id=" << m.message_id << std::endl;
+      if (kill_after > 0 && ++commits == kill_after) raise(SIGKILL);
+    });
     g_consumer = &consumer;
     struct sigaction sa {};
     sa.sa_handler = OnTerm;

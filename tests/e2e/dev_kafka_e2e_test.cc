@@ -27,7 +27,7 @@ std::string Slurp(const std::string& path) {
 TEST(DevKafka, ServesKafkaToKcatUntilSigterm) {
   test::TempDir dir;
   std::string file = dir.path() + "/brokers";
-  test::Process kafka{{test::RelayBinary(), "dev-kafka", "--brokers", "3", "--brokers-file", file}};
+  test::Process kafka{{test::RelayBinary(), "dev-kafka", "--broker-count", "3", "--brokers-file", file}};
   ASSERT_TRUE(test::WaitUntil([&] { return kafka.Stdout().find('\n') != std::string::npos; },
                               std::chrono::seconds(20)))
       << kafka.Stderr();

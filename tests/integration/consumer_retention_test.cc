@@ -62,14 +62,15 @@ class ConsumerRetention : public ::testing::Test {
 };
 
 TEST_F(ConsumerRetention, LibraryCallRemovesOnlyOldRowsInSmallBatches) {
-  auto r = TrimInbox(db_, std::chrono::hours(24), 2);
+  pqxx::connection conn{db_};
+  auto r = TrimInbox(conn, std::chrono::hours(24), 2);
   EXPECT_EQ(r.messages, 5);
   EXPECT_EQ(r.attempts, 5);
   EXPECT_EQ(r.barrier, 5);
   EXPECT_EQ(r.batches, 3);  // 2 + 2 + 1 rows per table
   ExpectOnlyRecentRowsLeft();
   // Nothing more to do: one batch that finds nothing.
-  auto again = TrimInbox(db_, std::chrono::hours(24), 2);
+  auto again = TrimInbox(conn, std::chrono::hours(24), 2);
   EXPECT_EQ(again.messages + again.attempts + again.barrier, 0);
   EXPECT_EQ(again.batches, 1);
 }
@@ -93,9 +94,42 @@ TEST_F(ConsumerRetention, OneBatchDeletesAtMostBatchSizeRowsPerTable) {
       2);
 }
 
+TEST_F(ConsumerRetention, OneBatchRunsInTheCallersTransaction) {
+  pqxx::connection conn{db_};
+  {
+    pqxx::work tx{conn};
+    auto r = TrimInboxBatch(tx, std::chrono::hours(24), 3);
+    EXPECT_EQ(r.messages, 3);
+    EXPECT_EQ(r.batches, 1);
+    // Not committed: the rows stay.
+  }
+  EXPECT_EQ(Ids("SELECT message_id FROM inbox.messages").size(), 7u);
+  pqxx::work tx{conn};
+  TrimInboxBatch(tx, std::chrono::hours(24), 3);
+  TrimInboxBatch(tx, std::chrono::hours(24), 3);
+  tx.commit();
+  ExpectOnlyRecentRowsLeft();
+}
+
+TEST_F(ConsumerRetention, DatabaseFailuresAreLibraryErrors) {
+  pqxx::connection conn{db_};
+  {
+    pqxx::nontransaction tx{conn};
+    tx.exec("ALTER FUNCTION inbox.trim_batch RENAME TO trim_batch_gone");
+  }
+  try {
+    TrimInbox(conn, std::chrono::hours(24));
+    FAIL() << "expected outbox::DatabaseError";
+  } catch (const DatabaseError& e) {
+    EXPECT_EQ(e.sqlstate(), "42883");  // undefined_function
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("outbox::TrimInbox"));
+  }
+}
+
 TEST_F(ConsumerRetention, RejectsBadArguments) {
-  EXPECT_THROW(TrimInbox(db_, std::chrono::seconds(-1)), Error);
-  EXPECT_THROW(TrimInbox(db_, std::chrono::hours(1), 0), Error);
+  pqxx::connection conn{db_};
+  EXPECT_THROW(TrimInbox(conn, std::chrono::seconds(-1)), Error);
+  EXPECT_THROW(TrimInbox(conn, std::chrono::hours(1), 0), Error);
   pqxx::connection c{db_};
   pqxx::work tx{c};
   EXPECT_THROW(tx.exec("SELECT * FROM inbox.trim_batch('-1 day', 10)"), pqxx::sql_error);

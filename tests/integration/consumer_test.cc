@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "consumer_fixture.h"
+#include "consumer_test_access.h"
 
 namespace outbox {
 
@@ -119,13 +120,13 @@ TEST_F(ConsumerInbox, OffsetIsCommittedAfterTheTransaction) {
   auto options = Options();
   bool row_visible_before_ack = false;
   std::int64_t offset_at_commit = -2;
-  options.after_commit_for_test = [&](const Message& m) {
+  Consumer c{options, Effect};
+  internal::ConsumerTestAccess::SetAfterCommit(c, [&](const Message& m) {
     if (m.offset != 1) return;
     // Called between the database commit and the offset commit.
     row_visible_before_ack = Count("SELECT count(*) FROM effects WHERE payload = 'b'") == 1;
     offset_at_commit = test::CommittedOffset(kafka_.bootstrap(), options.group, topic_, 0);
-  };
-  Consumer c{options, Effect};
+  });
   ASSERT_TRUE(StepUntil(c, [&] { return c.stats().handled == 2; })) << log_.All();
   EXPECT_TRUE(row_visible_before_ack);
   EXPECT_EQ(offset_at_commit, 1);  // the first message's ack only
@@ -471,10 +472,9 @@ TEST_F(ConsumerRole, ConsumerRoleCanDoEverythingTheConsumerNeedsAndNoMore) {
     return s.handled == 2 && s.dead_lettered == 1 && s.duplicates == 1;
   })) << log_.All();
   EXPECT_EQ(Count("SELECT count(*) FROM inbox.retries"), 0);
-  EXPECT_EQ(TrimInbox(as_consumer, std::chrono::hours(24), 100).messages,
-            0);  // allowed; nothing old yet
-
   pqxx::connection conn{as_consumer};
+  EXPECT_EQ(TrimInbox(conn, std::chrono::hours(24), 100).messages, 0);  // allowed; nothing old yet
+
   auto denied = [&](const std::string& sql) {
     pqxx::work tx{conn};
     try {

@@ -15,7 +15,6 @@
 #include <spdlog/spdlog.h>
 
 #include "half_messages/check_back.h"
-#include "cli/cli.h"
 #include "common/errors.h"
 #include "cli/migrate.h"
 #include "pg_cluster.h"
@@ -401,29 +400,6 @@ TEST(HalfMessageCheckBack, AppendsThePercentEncodedGid) {
   EXPECT_EQ(relay::CheckRequestUrl("http://h/check", "a b/c&d"), "http://h/check?gid=a%20b%2Fc%26d");
   EXPECT_EQ(relay::CheckRequestUrl("https://h/check?token=x", "g-1.2_3~"), "https://h/check?token=x&gid=g-1.2_3~");
   EXPECT_EQ(relay::CheckRequestUrl("http://h/check?", "g"), "http://h/check?gid=g");
-}
-
-TEST(HalfMessageCli, ParsesPreparedCommandsAndReportsEveryProblem) {
-  auto inv = relay::ParseCommandLine({"prepared", "resume", "g1", "g2", "--db", "dbname=x"}, {});
-  EXPECT_EQ(inv.command, relay::Command::kPrepared);
-  EXPECT_EQ(inv.prepared.action, "resume");
-  EXPECT_EQ(inv.prepared.gids, (std::vector<std::string>{"g1", "g2"}));
-  auto all = relay::ParseCommandLine({"prepared", "drop", "--all"}, {{"OUTBOX_DB", "dbname=x"}});
-  EXPECT_TRUE(all.prepared.all);
-  try {
-    relay::ParseCommandLine({"prepared", "resume", "g1", "--all"}, {});
-    FAIL() << "expected a ConfigError";
-  } catch (const relay::ConfigError& e) {
-    EXPECT_THAT(e.problems(), ::testing::Contains(HasSubstr("--db is required")));
-    EXPECT_THAT(e.problems(), ::testing::Contains(HasSubstr("give gids or --all, not both")));
-  }
-  EXPECT_THROW(relay::ParseCommandLine({"prepared", "publish", "--db", "x"}, {}), relay::ConfigError);
-  EXPECT_THROW(relay::ParseCommandLine({"prepared", "list", "g1", "--db", "x"}, {}), relay::ConfigError);
-  auto run = relay::ParseCommandLine({"run", "--db", "x", "--brokers", "h:1", "--check-timeout", "2s",
-                                      "--check-concurrency", "4"},
-                                     {});
-  EXPECT_EQ(run.run.check_timeout, 2s);
-  EXPECT_EQ(run.run.check_concurrency, 4);
 }
 
 }  // namespace

@@ -353,11 +353,12 @@ TEST_F(NotifySql, PurgeRemovesOnlyOldFinishedNotifications) {
                    old_delivered);
     tx.commit();
   }
-  EXPECT_EQ(PurgeNotifications(db_, std::chrono::hours(24), 1), 1);
+  pqxx::connection conn{db_};
+  EXPECT_EQ(PurgeNotifications(conn, std::chrono::hours(24), 1), 1);
   EXPECT_EQ(Scalar("SELECT string_agg(id::text, ',' ORDER BY id) FROM inbox.notifications"),
             std::to_string(recent_delivered) + "," + std::to_string(pending));
   EXPECT_EQ(Scalar("SELECT count(*) FROM inbox.notification_attempts"), "0");
-  EXPECT_EQ(PurgeNotifications(db_, std::chrono::seconds(0)), 1);
+  EXPECT_EQ(PurgeNotifications(conn, std::chrono::seconds(0)), 1);
   EXPECT_EQ(Scalar("SELECT count(*) FROM inbox.notifications"), "1") << "pending is never purged";
 }
 

@@ -23,13 +23,6 @@ TEST(Redact, HidesUriPasswords) {
             "postgres://db/x?user=a&password=***&sslmode=require");
 }
 
-TEST(Redact, KnowsSecretKafkaProperties) {
-  EXPECT_TRUE(IsSecretKafkaProperty("sasl.password"));
-  EXPECT_TRUE(IsSecretKafkaProperty("ssl.key.password"));
-  EXPECT_TRUE(IsSecretKafkaProperty("sasl.oauthbearer.client.secret"));
-  EXPECT_FALSE(IsSecretKafkaProperty("linger.ms"));
-}
-
 TEST(Redact, ConninfoParseErrorsDoNotEchoFragments) {
   try {
     CheckConninfo("host=db hunter2 user=x");

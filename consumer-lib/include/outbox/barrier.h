@@ -13,7 +13,7 @@
 // serialize on that unique key: the second waits for the first transaction and then
 // skips (first committed) or runs (first rolled back).
 //
-//   pqxx::work tx{conn};
+//   pqxx::work tx{conn};   // or any pqxx transaction (serializable, subtransaction, ...)
 //   auto r = outbox::CallBarrier(tx, {"tcc", gid, branch_id, outbox::BranchOp::kTry},
 //                                [&](pqxx::work& t) { /* reserve funds */ });
 //   tx.commit();   // also when r != kRan: the barrier rows must commit
@@ -21,9 +21,10 @@
 // Rows are removed by retention (outbox/retention.h) once older than the longest
 // global transaction can live; removing them earlier re-opens the hanging window.
 
-#include <functional>
 #include <pqxx/pqxx>
 #include <string>
+#include <type_traits>
+#include <utility>
 
 namespace outbox {
 
@@ -52,11 +53,22 @@ enum class BarrierResult {
   kHanging,           // try/action after its cancel/compensate: refused, body skipped
 };
 
-// Runs `body(tx)` unless the barrier says otherwise (see above). The caller commits tx
-// in every case (the barrier rows are part of it). If body throws, the exception
-// propagates and the caller must not commit tx. Throws outbox::Error for an empty gid or
-// branch_id; pqxx exceptions from the database propagate.
-BarrierResult CallBarrier(pqxx::work& tx, const BranchCall& call,
-                          const std::function<void(pqxx::work&)>& body);
+// Inserts the barrier rows of `call` in tx and says whether the branch's body may run
+// (kRan: run it now, in tx) or must be skipped (the other results). The caller commits
+// tx in every case (the barrier rows are part of it). Throws outbox::Error for an empty
+// gid or branch_id; pqxx exceptions from tx (the caller's transaction) propagate.
+BarrierResult EnterBarrier(pqxx::transaction_base& tx, const BranchCall& call);
+
+// EnterBarrier, then `body(tx)` if it says kRan. `body` takes the transaction as the
+// caller's type (pqxx::work&, ...) or as pqxx::transaction_base&. If body throws, the
+// exception propagates and the caller must not commit tx.
+template <class Transaction, class Body>
+BarrierResult CallBarrier(Transaction& tx, const BranchCall& call, Body&& body) {
+  static_assert(std::is_base_of_v<pqxx::transaction_base, Transaction>,
+                "CallBarrier needs a pqxx transaction");
+  BarrierResult result = EnterBarrier(tx, call);
+  if (result == BarrierResult::kRan) std::forward<Body>(body)(tx);
+  return result;
+}
 
 }  // namespace outbox

@@ -51,6 +51,10 @@
 
 namespace outbox {
 
+namespace internal {
+struct ConsumerTestAccess;  // the library's own tests (not installed)
+}  // namespace internal
+
 // Thrown by a handler for a failure that retrying cannot fix (bad payload, unknown
 // schema version): the message goes straight to the dead-letter topic.
 class PermanentError : public Error {
@@ -60,6 +64,8 @@ class PermanentError : public Error {
 
 // The handler: runs inside `tx`, which also holds the message's inbox row. It must not
 // commit or abort `tx`; it throws to fail the attempt. Exceptions of any type count.
+// (The consumer opens this transaction itself, always a pqxx::work, so the handler gets
+// that type; everything a handler passes it to takes pqxx::transaction_base&.)
 using Handler = std::function<void(const Message& message, pqxx::work& tx)>;
 
 enum class RetryMode {
@@ -108,9 +114,6 @@ struct ConsumerOptions {
   std::chrono::milliseconds dlq_timeout{30000};
   // Log sink; when empty, warnings and errors go to stderr.
   LogSink log;
-  // TESTING HOOK, not for production: called after a message's transaction committed
-  // and before its offset is committed (e.g. to kill the process right there).
-  std::function<void(const Message&)> after_commit_for_test;
 };
 
 // Counters since construction; readable from any thread.
@@ -162,6 +165,7 @@ class Consumer {
   ConsumerStats stats() const;
 
  private:
+  friend struct internal::ConsumerTestAccess;
   class Impl;
   std::unique_ptr<Impl> impl_;
   std::atomic<bool> stop_{false};

@@ -45,7 +45,7 @@ namespace outbox {
 // notification id (the Notification-Id header). Throws pqxx::sql_error with a clear
 // message on a bad URL (http/https only), headers or schedule (the transaction is then
 // aborted).
-std::int64_t Notify(pqxx::work& tx, std::string_view url, std::string_view body,
+std::int64_t Notify(pqxx::transaction_base& tx, std::string_view url, std::string_view body,
                     const Headers& headers = {},
                     const std::optional<std::vector<std::chrono::milliseconds>>& schedule = std::nullopt);
 
@@ -72,10 +72,19 @@ struct NotificationStatus {
 std::optional<NotificationStatus> NotificationStatusOf(pqxx::transaction_base& tx, std::int64_t id);
 
 // Retention: deletes delivered and exhausted notifications (with their attempts) that
-// finished more than `older_than` ago, in transactions of at most `batch_size` rows.
-// Pending notifications are never deleted. Returns the number deleted. Equivalent SQL:
+// finished more than `older_than` ago, at most `batch_size` per batch. Pending
+// notifications are never deleted. Returns the number deleted. Equivalent SQL:
 // SELECT inbox.purge_notifications('7 days', 1000) until it returns less than 1000.
-std::int64_t PurgeNotifications(const std::string& conninfo, std::chrono::seconds older_than,
+// (`outbox-relay notify --retention` does this for you.)
+
+// Every batch in its own transaction on `conn` (which must have none open). Throws
+// outbox::Error on bad arguments, outbox::DatabaseError if the database fails.
+std::int64_t PurgeNotifications(pqxx::connection_base& conn, std::chrono::seconds older_than,
                                 int batch_size = 1000);
+
+// One batch in the caller's transaction. Throws outbox::Error on bad arguments; pqxx
+// exceptions from tx propagate.
+std::int64_t PurgeNotificationsBatch(pqxx::transaction_base& tx, std::chrono::seconds older_than,
+                                     int batch_size = 1000);
 
 }  // namespace outbox

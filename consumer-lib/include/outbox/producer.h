@@ -9,13 +9,17 @@
 
 namespace outbox {
 
+// Every function here works inside the caller's transaction, of any kind libpqxx offers
+// (pqxx::work, a serializable transaction, a pqxx::subtransaction, ...), and throws
+// pqxx exceptions from that transaction as they are: it is the caller's to abort.
+
 // Writes an outbox message inside the caller's transaction (SELECT outbox.publish(...)).
 // It is published to Kafka by outbox-relay iff `tx` commits. `key` absent = no key (and
 // no ordering promise); messages of one key are published in commit order. Header
 // values are strings; the name message_id is reserved. Returns the message id (uuid
 // text), which the Kafka record carries as header message_id.
 // Throws pqxx::sql_error on a bad topic or headers (the transaction is then aborted).
-std::string Publish(pqxx::work& tx, std::string_view topic, std::optional<std::string_view> key,
+std::string Publish(pqxx::transaction_base& tx, std::string_view topic, std::optional<std::string_view> key,
                     std::string_view payload, const Headers& headers = {});
 
 // ---- Half messages (docs/half-messages.md) ---------------------------------------------
@@ -38,17 +42,17 @@ std::string Publish(pqxx::work& tx, std::string_view topic, std::optional<std::s
 // Registers the half message `gid` (1..128 characters without spaces) in the outbox
 // database; nothing is published yet. check_url: http:// or https://, no fragment; it
 // may carry a query (and a token: it is never logged). Commit `outbox_tx` at once.
-void Prepare(pqxx::work& outbox_tx, std::string_view gid, std::string_view topic,
+void Prepare(pqxx::transaction_base& outbox_tx, std::string_view gid, std::string_view topic,
              std::optional<std::string_view> key, std::string_view payload, const Headers& headers,
              std::string_view check_url);
 
 // Publishes the half message: it enters its lane when `outbox_tx` commits, like
 // Publish. Returns its message id (the same one when repeated).
-std::string CommitPrepared(pqxx::work& outbox_tx, std::string_view gid);
+std::string CommitPrepared(pqxx::transaction_base& outbox_tx, std::string_view gid);
 
 // Discards the half message. A gid never prepared is remembered as rolled back, so a
 // late Prepare of it fails instead of publishing.
-void RollbackPrepared(pqxx::work& outbox_tx, std::string_view gid);
+void RollbackPrepared(pqxx::transaction_base& outbox_tx, std::string_view gid);
 
 // The barrier table in the BUSINESS database, in the caller's search_path:
 //   CREATE TABLE IF NOT EXISTS outbox_barrier (
@@ -60,14 +64,14 @@ void RollbackPrepared(pqxx::work& outbox_tx, std::string_view gid);
 // (--check-after + --check-max x --check-interval, plus the time a message may stay
 // parked); deleting them earlier lets a late check-back be answered "rolled_back".
 extern const char* const kBarrierTableSql;
-void EnsureBarrierTable(pqxx::work& tx);
+void EnsureBarrierTable(pqxx::transaction_base& tx);
 
 // Call inside the business transaction (step 2): inserts the `commit` barrier row for
 // gid, which commits iff the business changes commit. Repeating it in a later
 // transaction is harmless. Throws outbox::Error if a check-back already answered
 // "rolled_back" for gid (QueryPrepared won the race): roll the business transaction
 // back, the message will never be published.
-void WriteCommitBarrier(pqxx::work& business_tx, std::string_view gid);
+void WriteCommitBarrier(pqxx::transaction_base& business_tx, std::string_view gid);
 
 enum class PreparedStatus {
   kCommitted,   // the business transaction committed: publish
@@ -79,11 +83,12 @@ enum class PreparedStatus {
 // business transaction still in flight holds its `commit` row's unique key, so the
 // insert waits for it to finish and is never mistaken for a rollback; once the
 // `rollback` row is committed, a late business transaction fails in
-// WriteCommitBarrier. Use READ COMMITTED (pqxx::work's default); commit `business_tx`
+// WriteCommitBarrier. Use READ COMMITTED (pqxx::work's default; under REPEATABLE READ or
+// SERIALIZABLE the wait ends in a serialization failure instead); commit `business_tx`
 // BEFORE answering the relay, since the answer is only true once the row is committed.
 // Waits as long as the business transaction stays open: bound it with
 // SET LOCAL lock_timeout and answer "pending" when that fires.
-PreparedStatus QueryPrepared(pqxx::work& business_tx, std::string_view gid);
+PreparedStatus QueryPrepared(pqxx::transaction_base& business_tx, std::string_view gid);
 
 // "committed" or "rolled_back".
 const char* PreparedStatusName(PreparedStatus status);
