@@ -3,6 +3,7 @@
 #include <optional>
 
 #include "outbox/error.h"
+#include "transaction_start.h"
 
 namespace outbox {
 namespace {
@@ -54,6 +55,7 @@ const char* BranchOpName(BranchOp op) {
 }
 
 BarrierResult EnterBarrier(pqxx::transaction_base& tx, const BranchCall& call) {
+  internal::StartTransaction(tx);
   if (call.gid.empty() || call.branch_id.empty()) {
     throw Error("outbox::EnterBarrier: gid and branch_id must not be empty");
   }

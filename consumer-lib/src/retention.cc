@@ -2,6 +2,7 @@
 
 #include "database_errors.h"
 #include "outbox/error.h"
+#include "transaction_start.h"
 
 namespace outbox {
 namespace {
@@ -14,6 +15,7 @@ void CheckArguments(std::chrono::seconds older_than, int batch_size) {
 }  // namespace
 
 TrimResult TrimInboxBatch(pqxx::transaction_base& tx, std::chrono::seconds older_than, int batch_size) {
+  internal::StartTransaction(tx);
   CheckArguments(older_than, batch_size);
   auto row = tx.exec_params1(
       "SELECT messages, attempts, barrier FROM inbox.trim_batch(make_interval(secs => $1), $2)",
