@@ -77,9 +77,9 @@ std::optional<NotificationStatus> NotificationStatusOf(pqxx::transaction_base& t
 }
 
 std::int64_t PurgeNotificationsBatch(pqxx::transaction_base& tx, std::chrono::seconds older_than, int batch_size) {
-  internal::StartTransaction(tx);
   if (older_than.count() < 0) throw Error("outbox::PurgeNotifications: older_than must not be negative");
   if (batch_size < 1) throw Error("outbox::PurgeNotifications: batch_size must be at least 1");
+  internal::StartTransaction(tx);
   return tx
       .exec_params1("SELECT inbox.purge_notifications($1::interval, $2)",
                     std::to_string(older_than.count()) + " seconds", batch_size)[0]

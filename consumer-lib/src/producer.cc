@@ -51,8 +51,8 @@ void RollbackPrepared(pqxx::transaction_base& outbox_tx, std::string_view gid) {
 void EnsureBarrierTable(pqxx::transaction_base& tx) { tx.exec(kBarrierTableSql); }
 
 void WriteCommitBarrier(pqxx::transaction_base& business_tx, std::string_view gid) {
-  internal::StartTransaction(business_tx);
   if (gid.empty()) throw Error("outbox::WriteCommitBarrier: gid must not be empty");
+  internal::StartTransaction(business_tx);
   // ON CONFLICT waits for a QueryPrepared still in flight and then sees its row.
   auto inserted = business_tx.exec_params(
       "INSERT INTO outbox_barrier (gid, op) VALUES ($1, 'commit') ON CONFLICT (gid) DO NOTHING RETURNING 1",
@@ -67,8 +67,8 @@ void WriteCommitBarrier(pqxx::transaction_base& business_tx, std::string_view gi
 }
 
 PreparedStatus QueryPrepared(pqxx::transaction_base& business_tx, std::string_view gid) {
-  internal::StartTransaction(business_tx);
   if (gid.empty()) throw Error("outbox::QueryPrepared: gid must not be empty");
+  internal::StartTransaction(business_tx);
   // Two statements on purpose: under READ COMMITTED the SELECT takes a new snapshot,
   // so it sees the `commit` row of a business transaction the INSERT waited for.
   business_tx.exec_params("INSERT INTO outbox_barrier (gid, op) VALUES ($1, 'rollback') ON CONFLICT (gid) DO NOTHING",

@@ -15,8 +15,8 @@ void CheckArguments(std::chrono::seconds older_than, int batch_size) {
 }  // namespace
 
 TrimResult TrimInboxBatch(pqxx::transaction_base& tx, std::chrono::seconds older_than, int batch_size) {
-  internal::StartTransaction(tx);
   CheckArguments(older_than, batch_size);
+  internal::StartTransaction(tx);
   auto row = tx.exec_params1(
       "SELECT messages, attempts, barrier FROM inbox.trim_batch(make_interval(secs => $1), $2)",
       static_cast<double>(older_than.count()), batch_size);
