@@ -3,6 +3,7 @@
 #include <optional>
 
 #include "outbox/error.h"
+#include "transaction_start.h"
 
 namespace outbox {
 namespace {
@@ -57,6 +58,7 @@ BarrierResult EnterBarrier(pqxx::transaction_base& tx, const BranchCall& call) {
   if (call.gid.empty() || call.branch_id.empty()) {
     throw Error("outbox::EnterBarrier: gid and branch_id must not be empty");
   }
+  internal::StartTransaction(tx);
   // DTM's order: a compensating op first claims its origin's row. Success means the
   // origin never ran (null compensation) and also blocks it from running later (the
   // anti-hanging row). The op's own row is inserted in both cases so a repeated cancel

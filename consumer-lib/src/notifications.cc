@@ -2,6 +2,7 @@
 
 #include "database_errors.h"
 #include "headers_json.h"
+#include "transaction_start.h"
 
 #include <nlohmann/json.hpp>
 
@@ -42,6 +43,7 @@ NotificationState ParseNotificationState(std::string_view s) {
 
 std::int64_t Notify(pqxx::transaction_base& tx, std::string_view url, std::string_view body, const Headers& headers,
                     const std::optional<std::vector<milliseconds>>& schedule) {
+  internal::StartTransaction(tx);
   // libpqxx 6 sends parameters as text: pass the body as bytea via binarystring.
   pqxx::binarystring bytes{body.data(), body.size()};
   if (schedule) {
@@ -56,6 +58,7 @@ std::int64_t Notify(pqxx::transaction_base& tx, std::string_view url, std::strin
 }
 
 std::optional<NotificationStatus> NotificationStatusOf(pqxx::transaction_base& tx, std::int64_t id) {
+  internal::StartTransaction(tx);
   auto r = tx.exec_params(
       "SELECT id, state, attempts, max_attempts, in_flight, last_status_code, "
       "coalesce(last_error, ''), coalesce(last_response, '') FROM inbox.notification_status($1)",
@@ -76,6 +79,7 @@ std::optional<NotificationStatus> NotificationStatusOf(pqxx::transaction_base& t
 std::int64_t PurgeNotificationsBatch(pqxx::transaction_base& tx, std::chrono::seconds older_than, int batch_size) {
   if (older_than.count() < 0) throw Error("outbox::PurgeNotifications: older_than must not be negative");
   if (batch_size < 1) throw Error("outbox::PurgeNotifications: batch_size must be at least 1");
+  internal::StartTransaction(tx);
   return tx
       .exec_params1("SELECT inbox.purge_notifications($1::interval, $2)",
                     std::to_string(older_than.count()) + " seconds", batch_size)[0]

@@ -1,6 +1,7 @@
 #include "outbox/producer.h"
 
 #include "headers_json.h"
+#include "transaction_start.h"
 
 #include <nlohmann/json.hpp>
 
@@ -10,6 +11,7 @@ namespace outbox {
 
 std::string Publish(pqxx::transaction_base& tx, std::string_view topic, std::optional<std::string_view> key,
                     std::string_view payload, const Headers& headers) {
+  internal::StartTransaction(tx);
   // libpqxx 6 sends parameters as text: pass the payload as bytea via binarystring.
   pqxx::binarystring bytes{payload.data(), payload.size()};
   std::optional<std::string> k;
@@ -28,6 +30,7 @@ const char* const kBarrierTableSql =
 void Prepare(pqxx::transaction_base& outbox_tx, std::string_view gid, std::string_view topic,
              std::optional<std::string_view> key, std::string_view payload, const Headers& headers,
              std::string_view check_url) {
+  internal::StartTransaction(outbox_tx);
   pqxx::binarystring bytes{payload.data(), payload.size()};
   std::optional<std::string> k;
   if (key) k = std::string(*key);
@@ -36,10 +39,12 @@ void Prepare(pqxx::transaction_base& outbox_tx, std::string_view gid, std::strin
 }
 
 std::string CommitPrepared(pqxx::transaction_base& outbox_tx, std::string_view gid) {
+  internal::StartTransaction(outbox_tx);
   return outbox_tx.exec_params1("SELECT outbox.commit_prepared($1)::text", std::string(gid))[0].as<std::string>();
 }
 
 void RollbackPrepared(pqxx::transaction_base& outbox_tx, std::string_view gid) {
+  internal::StartTransaction(outbox_tx);
   outbox_tx.exec_params("SELECT outbox.rollback_prepared($1)", std::string(gid));
 }
 
@@ -47,6 +52,7 @@ void EnsureBarrierTable(pqxx::transaction_base& tx) { tx.exec(kBarrierTableSql);
 
 void WriteCommitBarrier(pqxx::transaction_base& business_tx, std::string_view gid) {
   if (gid.empty()) throw Error("outbox::WriteCommitBarrier: gid must not be empty");
+  internal::StartTransaction(business_tx);
   // ON CONFLICT waits for a QueryPrepared still in flight and then sees its row.
   auto inserted = business_tx.exec_params(
       "INSERT INTO outbox_barrier (gid, op) VALUES ($1, 'commit') ON CONFLICT (gid) DO NOTHING RETURNING 1",
@@ -62,6 +68,7 @@ void WriteCommitBarrier(pqxx::transaction_base& business_tx, std::string_view gi
 
 PreparedStatus QueryPrepared(pqxx::transaction_base& business_tx, std::string_view gid) {
   if (gid.empty()) throw Error("outbox::QueryPrepared: gid must not be empty");
+  internal::StartTransaction(business_tx);
   // Two statements on purpose: under READ COMMITTED the SELECT takes a new snapshot,
   // so it sees the `commit` row of a business transaction the INSERT waited for.
   business_tx.exec_params("INSERT INTO outbox_barrier (gid, op) VALUES ($1, 'rollback') ON CONFLICT (gid) DO NOTHING",

@@ -2,6 +2,7 @@
 
 #include "database_errors.h"
 #include "outbox/error.h"
+#include "transaction_start.h"
 
 namespace outbox {
 namespace {
@@ -15,6 +16,7 @@ void CheckArguments(std::chrono::seconds older_than, int batch_size) {
 
 TrimResult TrimInboxBatch(pqxx::transaction_base& tx, std::chrono::seconds older_than, int batch_size) {
   CheckArguments(older_than, batch_size);
+  internal::StartTransaction(tx);
   auto row = tx.exec_params1(
       "SELECT messages, attempts, barrier FROM inbox.trim_batch(make_interval(secs => $1), $2)",
       static_cast<double>(older_than.count()), batch_size);

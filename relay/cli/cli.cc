@@ -5,7 +5,6 @@
 #include <functional>
 #include <set>
 #include <sstream>
-#include <type_traits>
 
 #include "cli/version.h"
 #include "common/errors.h"

@@ -236,5 +236,18 @@ TEST_F(Barrier, ConsumerRoleMayCallTheBarrier) {
   EXPECT_THROW(tx.exec("DELETE FROM inbox.barrier"), pqxx::insufficient_privilege);
 }
 
+TEST_F(Barrier, WorksInAnyTransactionWithABodyTakingTheBaseType) {
+  pqxx::connection c{db_};
+  pqxx::work tx{c};
+  pqxx::subtransaction sub{tx, "branch"};
+  auto body = [&](pqxx::transaction_base& t) { t.exec("INSERT INTO ledger VALUES ('gid-sub', '01', 'try')"); };
+  EXPECT_EQ(CallBarrier(sub, {"tcc", "gid-sub", "01", BranchOp::kTry}, body), BarrierResult::kRan);
+  EXPECT_EQ(CallBarrier(sub, {"tcc", "gid-sub", "01", BranchOp::kTry}, body), BarrierResult::kDuplicate);
+  EXPECT_EQ(EnterBarrier(sub, {"tcc", "gid-sub", "01", BranchOp::kCancel}), BarrierResult::kRan);
+  sub.commit();
+  tx.commit();
+  EXPECT_EQ(Ran(BranchOp::kTry), 1);
+}
+
 }  // namespace
 }  // namespace outbox

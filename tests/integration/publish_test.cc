@@ -55,6 +55,35 @@ TEST_F(Publish, CommittedTransactionLeavesARow) {
   EXPECT_EQ(row[3].as<std::string>(), "created");
 }
 
+// The API takes pqxx::transaction_base&, like libpqxx's own: any kind of transaction.
+TEST_F(Publish, WorksInASerializableTransactionAndASubtransaction) {
+  pqxx::connection c{db_};
+  {
+    pqxx::transaction<pqxx::serializable> tx{c};
+    outbox::Publish(tx, "orders", std::string_view("k"), "serializable");
+    tx.commit();
+  }
+  {
+    pqxx::work tx{c};
+    {
+      pqxx::subtransaction kept{tx, "kept"};
+      outbox::Publish(kept, "orders", std::string_view("k"), "kept");
+      kept.commit();
+    }
+    {
+      pqxx::subtransaction undone{tx, "undone"};
+      outbox::Publish(undone, "orders", std::string_view("k"), "undone");
+      undone.abort();
+    }
+    tx.commit();
+  }
+  pqxx::work check{c};
+  auto r = check.exec("SELECT convert_from(payload, 'UTF8') FROM outbox.messages ORDER BY id");
+  ASSERT_EQ(r.size(), 2u);
+  EXPECT_EQ(r[0][0].as<std::string>(), "serializable");
+  EXPECT_EQ(r[1][0].as<std::string>(), "kept");
+}
+
 TEST_F(Publish, RolledBackTransactionLeavesNothing) {
   {
     pqxx::connection c{db_};
