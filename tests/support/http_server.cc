@@ -14,6 +14,8 @@
 namespace outbox::test {
 namespace {
 
+constexpr int kBacklog = 128;
+
 std::string Lower(std::string s) {
   std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
   return s;
@@ -55,9 +57,11 @@ std::string RecordedRequest::Header(const std::string& name) const {
 
 HttpServer::HttpServer(Policy policy) : server_(std::make_unique<httplib::Server>()), policy_(std::move(policy)) {
   server_->new_task_queue = [] { return new ThreadPerConnection(); };
-  server_->set_socket_options([](int fd) {  // no SO_REUSEPORT: a port is one server's
+  int listening_fd = -1;
+  server_->set_socket_options([&listening_fd](int fd) {  // no SO_REUSEPORT: a port is one server's
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    listening_fd = fd;
   });
   server_->set_keep_alive_max_count(1);  // one request per connection
   server_->set_keep_alive_timeout(2);    // a connection that sends nothing, at most this
@@ -84,6 +88,10 @@ HttpServer::HttpServer(Policy policy) : server_(std::make_unique<httplib::Server
   server_->Options(any, handler);
   port_ = server_->bind_to_any_port("127.0.0.1");
   if (port_ <= 0) throw std::runtime_error("HttpServer: cannot bind 127.0.0.1:0");
+  // Debian's libcpp-httplib is built with a backlog of 5 (CPPHTTPLIB_LISTEN_BACKLOG, fixed
+  // in the shared library): a burst of clients on a busy host would overflow it and wait
+  // a second for the SYN-ACK retransmission. Raise it on httplib's own socket.
+  if (listen(listening_fd, kBacklog) != 0) throw std::runtime_error("HttpServer: cannot raise the listen backlog");
   listener_ = std::thread([this] {
     server_->listen_after_bind();
     serving_done_.store(true);
