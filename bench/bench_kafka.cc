@@ -13,6 +13,7 @@
 
 #include <cinttypes>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -36,7 +37,14 @@ void OnDelivery(rd_kafka_t*, const rd_kafka_message_t* m, void* opaque) {
   }
 }
 
-rd_kafka_t* NewHandle(rd_kafka_type_t type, const std::string& brokers, const std::vector<std::string>& extra,
+struct KafkaDestroy {
+  void operator()(rd_kafka_t* rk) const { rd_kafka_destroy(rk); }
+  void operator()(rd_kafka_topic_t* rkt) const { rd_kafka_topic_destroy(rkt); }
+  void operator()(const rd_kafka_metadata_t* md) const { rd_kafka_metadata_destroy(md); }
+};
+using KafkaPtr = std::unique_ptr<rd_kafka_t, KafkaDestroy>;
+
+KafkaPtr NewHandle(rd_kafka_type_t type, const std::string& brokers, const std::vector<std::string>& extra,
                       Counts* counts) {
   char err[512];
   rd_kafka_conf_t* conf = rd_kafka_conf_new();
@@ -60,9 +68,9 @@ rd_kafka_t* NewHandle(rd_kafka_type_t type, const std::string& brokers, const st
     if (eq == std::string::npos) Die("--conf expects KEY=VALUE");
     set(kv.substr(0, eq), kv.substr(eq + 1));
   }
-  rd_kafka_t* rk = rd_kafka_new(type, conf, err, sizeof err);
+  KafkaPtr rk{rd_kafka_new(type, conf, err, sizeof err)};
   if (!rk) Die(std::string("rd_kafka_new: ") + err);
-  return rk;
+  return rk;  // owns conf now
 }
 
 std::vector<std::string> Confs(int argc, char** argv) {
@@ -74,9 +82,10 @@ std::vector<std::string> Confs(int argc, char** argv) {
 }
 
 long long SumHighWatermarks(rd_kafka_t* rk, const std::string& topic) {
-  const rd_kafka_metadata_t* md = nullptr;
-  rd_kafka_topic_t* rkt = rd_kafka_topic_new(rk, topic.c_str(), nullptr);
-  if (rd_kafka_metadata(rk, 0, rkt, &md, 10000) != RD_KAFKA_RESP_ERR_NO_ERROR) Die("metadata failed");
+  const rd_kafka_metadata_t* raw_md = nullptr;
+  std::unique_ptr<rd_kafka_topic_t, KafkaDestroy> rkt{rd_kafka_topic_new(rk, topic.c_str(), nullptr)};
+  if (rd_kafka_metadata(rk, 0, rkt.get(), &raw_md, 10000) != RD_KAFKA_RESP_ERR_NO_ERROR) Die("metadata failed");
+  std::unique_ptr<const rd_kafka_metadata_t, KafkaDestroy> md{raw_md};
   long long sum = 0;
   for (int t = 0; t < md->topic_cnt; ++t) {
     for (int p = 0; p < md->topics[t].partition_cnt; ++p) {
@@ -88,8 +97,6 @@ long long SumHighWatermarks(rd_kafka_t* rk, const std::string& topic) {
       sum += hi;
     }
   }
-  rd_kafka_metadata_destroy(md);
-  rd_kafka_topic_destroy(rkt);
   return sum;
 }
 
@@ -100,7 +107,8 @@ int Ceiling(int argc, char** argv) {
   auto payload_size = static_cast<size_t>(IntArg(argc, argv, "payload", 256));
   long long keys = IntArg(argc, argv, "keys", 10000);
   Counts counts;
-  rd_kafka_t* rk = NewHandle(RD_KAFKA_PRODUCER, brokers, Confs(argc, argv), &counts);
+  KafkaPtr producer = NewHandle(RD_KAFKA_PRODUCER, brokers, Confs(argc, argv), &counts);
+  rd_kafka_t* rk = producer.get();
   std::string payload(payload_size, 'x');
   // Warm up: metadata and producer id, so the timed part measures throughput only.
   rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic.c_str()), RD_KAFKA_V_VALUE(payload.data(), payload.size()),
@@ -129,14 +137,13 @@ int Ceiling(int argc, char** argv) {
   double secs = Seconds(Clock::now() - start);
   std::printf("{\"msgs\":%lld,\"failed\":%lld,\"seconds\":%.3f,\"msgs_per_s\":%.0f}\n", counts.ok, counts.failed,
               secs, static_cast<double>(counts.ok) / secs);
-  rd_kafka_destroy(rk);
+  producer.reset();
   return counts.failed == 0 ? 0 : 1;
 }
 
 int Offsets(int argc, char** argv) {
-  rd_kafka_t* rk = NewHandle(RD_KAFKA_CONSUMER, Arg(argc, argv, "brokers"), Confs(argc, argv), nullptr);
-  std::printf("%lld\n", SumHighWatermarks(rk, Arg(argc, argv, "topic")));
-  rd_kafka_destroy(rk);
+  KafkaPtr consumer = NewHandle(RD_KAFKA_CONSUMER, Arg(argc, argv, "brokers"), Confs(argc, argv), nullptr);
+  std::printf("%lld\n", SumHighWatermarks(consumer.get(), Arg(argc, argv, "topic")));
   return 0;
 }
 

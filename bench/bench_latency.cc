@@ -36,8 +36,26 @@ struct Shared {
   explicit Shared(size_t n) : commit_ns(n) {}
 };
 
-PGresult* Must(PGconn* c, PGresult* r) {
-  auto s = PQresultStatus(r);
+struct PgFinish {
+  void operator()(PGconn* c) const { PQfinish(c); }
+};
+struct PgClear {
+  void operator()(PGresult* r) const { PQclear(r); }
+};
+using PgResultPtr = std::unique_ptr<PGresult, PgClear>;
+
+struct KafkaDestroy {
+  void operator()(rd_kafka_t* rk) const { rd_kafka_destroy(rk); }
+  void operator()(rd_kafka_topic_t* rkt) const { rd_kafka_topic_destroy(rkt); }
+  void operator()(const rd_kafka_metadata_t* md) const { rd_kafka_metadata_destroy(md); }
+  void operator()(rd_kafka_topic_partition_list_t* l) const { rd_kafka_topic_partition_list_destroy(l); }
+  void operator()(rd_kafka_message_t* m) const { rd_kafka_message_destroy(m); }
+};
+
+// Owns r; exits on a failed statement.
+PgResultPtr Must(PGconn* c, PGresult* raw) {
+  PgResultPtr r{raw};
+  auto s = PQresultStatus(r.get());
   if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK) Die(PQerrorMessage(c));
   return r;
 }
@@ -45,9 +63,10 @@ PGresult* Must(PGconn* c, PGresult* r) {
 void Producer(const std::string& db, const std::string& topic, int index, int producers, long long total,
               double rate, size_t payload_size, long long keys, double warmup, Shared& shared,
               std::atomic<long long>& published, std::vector<double>& commit_ms) {
-  PGconn* c = PQconnectdb(db.c_str());
+  std::unique_ptr<PGconn, PgFinish> conn{PQconnectdb(db.c_str())};
+  PGconn* c = conn.get();
   if (PQstatus(c) != CONNECTION_OK) Die(PQerrorMessage(c));
-  PQclear(Must(c, PQprepare(c, "pub", "SELECT outbox.publish($1::text, $2::text, $3::bytea)", 0, nullptr)));
+  Must(c, PQprepare(c, "pub", "SELECT outbox.publish($1::text, $2::text, $3::bytea)", 0, nullptr));
   std::string payload(payload_size, 'p');
   // Thread `index` owns seqs index, index+producers, ...; seq i is due at i / rate.
   long long next = index;
@@ -55,7 +74,7 @@ void Producer(const std::string& db, const std::string& topic, int index, int pr
     auto due = shared.epoch + std::chrono::nanoseconds(static_cast<long long>(next * 1e9 / rate));
     std::this_thread::sleep_until(due);
     auto now = Clock::now();
-    PQclear(Must(c, PQexec(c, "BEGIN")));
+    Must(c, PQexec(c, "BEGIN"));
     std::vector<long long> seqs;
     do {
       std::uint64_t m = htobe64(kMagic), s = htobe64(static_cast<std::uint64_t>(next));
@@ -65,19 +84,18 @@ void Producer(const std::string& db, const std::string& topic, int index, int pr
       const char* params[] = {topic.c_str(), key.c_str(), payload.data()};
       int lengths[] = {0, 0, static_cast<int>(payload.size())};
       int formats[] = {0, 0, 1};
-      PQclear(Must(c, PQexecPrepared(c, "pub", 3, params, lengths, formats, 0)));
+      Must(c, PQexecPrepared(c, "pub", 3, params, lengths, formats, 0));
       seqs.push_back(next);
       next += producers;
     } while (next < total && seqs.size() < 100 &&
              shared.epoch + std::chrono::nanoseconds(static_cast<long long>(next * 1e9 / rate)) <= now);
     auto t = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - shared.epoch).count();
     for (auto s : seqs) shared.commit_ns[static_cast<size_t>(s)].store(t, std::memory_order_relaxed);
-    PQclear(Must(c, PQexec(c, "COMMIT")));
+    Must(c, PQexec(c, "COMMIT"));
     auto committed = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - shared.epoch).count();
     if (static_cast<double>(seqs.front()) / rate >= warmup) commit_ms.push_back(static_cast<double>(committed - t) / 1e6);
     published += static_cast<long long>(seqs.size());
   }
-  PQfinish(c);
 }
 
 }  // namespace
@@ -106,25 +124,29 @@ int main(int argc, char** argv) {
   set("fetch.wait.max.ms", "2");
   set("fetch.error.backoff.ms", "2");
   set("log_level", "3");
-  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
-  if (!rk) Die(err);
+  std::unique_ptr<rd_kafka_t, KafkaDestroy> consumer{rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err)};
+  if (!consumer) Die(err);  // on success the handle owns conf
+  rd_kafka_t* rk = consumer.get();
   rd_kafka_poll_set_consumer(rk);
-  const rd_kafka_metadata_t* md = nullptr;
-  rd_kafka_topic_t* rkt = rd_kafka_topic_new(rk, topic.c_str(), nullptr);
-  if (rd_kafka_metadata(rk, 0, rkt, &md, 10000) || md->topic_cnt != 1 || md->topics[0].partition_cnt == 0) {
+  const rd_kafka_metadata_t* raw_md = nullptr;
+  std::unique_ptr<rd_kafka_topic_t, KafkaDestroy> rkt{rd_kafka_topic_new(rk, topic.c_str(), nullptr)};
+  auto metadata_err = rd_kafka_metadata(rk, 0, rkt.get(), &raw_md, 10000);
+  std::unique_ptr<const rd_kafka_metadata_t, KafkaDestroy> md{raw_md};
+  if (metadata_err || md->topic_cnt != 1 || md->topics[0].partition_cnt == 0) {
     Die("topic " + topic + " not found (run the drain first)");
   }
-  rd_kafka_topic_partition_list_t* parts = rd_kafka_topic_partition_list_new(md->topics[0].partition_cnt);
+  std::unique_ptr<rd_kafka_topic_partition_list_t, KafkaDestroy> parts{
+      rd_kafka_topic_partition_list_new(md->topics[0].partition_cnt)};
   for (int p = 0; p < md->topics[0].partition_cnt; ++p) {
     int64_t lo = 0, hi = 0;
     int id = md->topics[0].partitions[p].id;
     if (rd_kafka_query_watermark_offsets(rk, topic.c_str(), id, &lo, &hi, 10000)) Die("watermarks failed");
-    rd_kafka_topic_partition_list_add(parts, topic.c_str(), id)->offset = hi;
+    rd_kafka_topic_partition_list_add(parts.get(), topic.c_str(), id)->offset = hi;
   }
-  rd_kafka_metadata_destroy(md);
-  rd_kafka_topic_destroy(rkt);
-  if (rd_kafka_assign(rk, parts)) Die("assign failed");
-  rd_kafka_topic_partition_list_destroy(parts);
+  md.reset();
+  rkt.reset();
+  if (rd_kafka_assign(rk, parts.get())) Die("assign failed");
+  parts.reset();
 
   Shared shared{static_cast<size_t>(total)};
   shared.epoch = Clock::now() + std::chrono::milliseconds(500);
@@ -142,7 +164,7 @@ int main(int argc, char** argv) {
   bool producers_done = false;
   Clock::time_point give_up{};
   while (received < total) {
-    rd_kafka_message_t* m = rd_kafka_consumer_poll(rk, 20);
+    std::unique_ptr<rd_kafka_message_t, KafkaDestroy> m{rd_kafka_consumer_poll(rk, 20)};
     auto now = Clock::now();
     if (!producers_done && published.load() == total) {
       producers_done = true;
@@ -164,7 +186,6 @@ int main(int argc, char** argv) {
         if (static_cast<double>(seq) / rate >= warmup) lat_ms.push_back(static_cast<double>(recv - t0) / 1e6);
       }
     }
-    rd_kafka_message_destroy(m);
   }
   for (auto& t : threads) t.join();
   double achieved = static_cast<double>(total) /
@@ -185,6 +206,6 @@ int main(int argc, char** argv) {
       rate, lat_ms.size(), total - received, pct(0.5), pct(0.9), pct(0.99), lat_ms.empty() ? -1.0 : lat_ms.back(),
       pct_of(commits, 0.5), pct_of(commits, 0.99), commits.size(), achieved, early);
   rd_kafka_consumer_close(rk);
-  rd_kafka_destroy(rk);
+  consumer.reset();
   return received == total ? 0 : 1;
 }

@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -23,8 +24,18 @@ using namespace outbox::bench;
 
 namespace {
 
-PGresult* Must(PGconn* c, PGresult* r) {
-  auto s = PQresultStatus(r);
+struct PgFinish {
+  void operator()(PGconn* c) const { PQfinish(c); }
+};
+struct PgClear {
+  void operator()(PGresult* r) const { PQclear(r); }
+};
+using PgResultPtr = std::unique_ptr<PGresult, PgClear>;
+
+// Owns r; exits on a failed statement.
+PgResultPtr Must(PGconn* c, PGresult* raw) {
+  PgResultPtr r{raw};
+  auto s = PQresultStatus(r.get());
   if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK) Die(PQerrorMessage(c));
   return r;
 }
@@ -44,13 +55,12 @@ std::string Array(const std::vector<T>& v) {
 int main(int argc, char** argv) {
   auto db = Arg(argc, argv, "db");
   int batch = static_cast<int>(IntArg(argc, argv, "batch", 500));
-  PGconn* c = PQconnectdb(db.c_str());
+  std::unique_ptr<PGconn, PgFinish> conn{PQconnectdb(db.c_str())};
+  PGconn* c = conn.get();
   if (PQstatus(c) != CONNECTION_OK) Die(PQerrorMessage(c));
   // As the relay's session does (relay/outbox_store.cc): deletes need no WAL flush wait.
-  PQclear(Must(c, PQexec(c, "SET synchronous_commit = off")));
-  PGresult* r = Must(c, PQexec(c, "SELECT lane_count FROM outbox.settings"));
-  int lanes = std::atoi(PQgetvalue(r, 0, 0));
-  PQclear(r);
+  Must(c, PQexec(c, "SET synchronous_commit = off"));
+  int lanes = std::atoi(PQgetvalue(Must(c, PQexec(c, "SELECT lane_count FROM outbox.settings")).get(), 0, 0));
   const char* where = Arg(argc, argv, "old-claim").empty()
                           ? "lane = c.lane AND id > c.after_id AND (lane, id) > (c.lane, c.after_id)"
                           : "lane = c.lane AND id > c.after_id";
@@ -62,8 +72,8 @@ int main(int argc, char** argv) {
       WHERE )sql") + where + R"sql(
       ORDER BY id LIMIT c.lim
     ) AS m)sql";
-  PQclear(Must(c, PQprepare(c, "claim", claim.c_str(), 0, nullptr)));
-  PQclear(Must(c, PQprepare(c, "delete", "DELETE FROM outbox.messages WHERE id = ANY($1::bigint[])", 0, nullptr)));
+  Must(c, PQprepare(c, "claim", claim.c_str(), 0, nullptr));
+  Must(c, PQprepare(c, "delete", "DELETE FROM outbox.messages WHERE id = ANY($1::bigint[])", 0, nullptr));
 
   std::vector<int> lane_ids, limits;
   std::vector<long long> after;
@@ -79,7 +89,8 @@ int main(int argc, char** argv) {
     auto t0 = Clock::now();
     std::string a1 = Array(lane_ids), a2 = Array(after), a3 = Array(limits);
     const char* params[] = {a1.c_str(), a2.c_str(), a3.c_str()};
-    PGresult* cr = Must(c, PQexecPrepared(c, "claim", 3, params, nullptr, nullptr, 1));
+    auto claimed = Must(c, PQexecPrepared(c, "claim", 3, params, nullptr, nullptr, 1));
+    PGresult* cr = claimed.get();
     int n = PQntuples(cr);
     ids.clear();
     for (int i = 0; i < n; ++i) {
@@ -91,12 +102,12 @@ int main(int argc, char** argv) {
       ids.push_back(id);
       after[be32toh(lane)] = id;
     }
-    PQclear(cr);
+    claimed.reset();
     if (n == 0) break;
     auto t1 = Clock::now();
     std::string d = Array(ids);
     const char* dp[] = {d.c_str()};
-    PQclear(Must(c, PQexecPrepared(c, "delete", 1, dp, nullptr, nullptr, 0)));
+    Must(c, PQexecPrepared(c, "delete", 1, dp, nullptr, nullptr, 0));
     auto t2 = Clock::now();
     delete_s += Seconds(t2 - t1);
     total_s += Seconds(t2 - t0);
@@ -106,6 +117,5 @@ int main(int argc, char** argv) {
       "{\"rows\":%lld,\"delete_seconds\":%.3f,\"claim_delete_seconds\":%.3f,\"delete_rows_per_s\":%.0f,"
       "\"claim_delete_rows_per_s\":%.0f}\n",
       rows, delete_s, total_s, rows / std::max(delete_s, 1e-9), rows / std::max(total_s, 1e-9));
-  PQfinish(c);
   return 0;
 }

@@ -8,7 +8,7 @@ PACKAGES=(
   librdkafka-dev libpq-dev libpqxx-dev
   libboost-program-options-dev libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev
-  libcurl4-openssl-dev nlohmann-json3-dev prometheus-cpp-dev
+  libcurl4-openssl-dev nlohmann-json3-dev prometheus-cpp-dev libcpp-httplib-dev
   postgresql-15 postgresql-client-15
   kcat python3 python3-confluent-kafka
   procps util-linux curl

@@ -19,8 +19,6 @@ using Clock = std::chrono::steady_clock;
 using internal::TopicPartition;
 using std::chrono::milliseconds;
 
-constexpr milliseconds kFirstDbBackoff{100};
-constexpr milliseconds kMaxDbBackoff{5000};
 constexpr size_t kMaxErrorBytes = 4000;
 // Stop() promises to be callable from a signal handler.
 static_assert(std::atomic<bool>::is_always_lock_free);
@@ -229,7 +227,7 @@ class Consumer::Impl {
   std::function<void(const Message&)> after_commit_for_test_;  // testing/consumer_test_access.h
   Clock::time_point next_scan_{};        // when inbox.retries is due to be scanned
   bool kafka_turn_ = false;              // poll Kafka before the next parked message
-  milliseconds db_backoff_ = kFirstDbBackoff;
+  ReconnectBackoff db_backoff_;          // 100 ms doubling to 5 s while PostgreSQL is away
   std::mt19937_64 rng_;
   std::atomic<std::uint64_t> handled_{0}, duplicates_{0}, failed_attempts_{0}, parked_{0},
       dead_lettered_{0};
@@ -362,7 +360,7 @@ StepResult Consumer::Impl::Attempt(Message msg, Source source, std::unique_ptr<p
   }
   tx.reset();
   if (!error) {
-    db_backoff_ = kFirstDbBackoff;
+    db_backoff_.Succeeded();
     ++handled_;
     Log(LogLevel::kDebug, "handled " + Describe(msg));
     if (after_commit_for_test_) after_commit_for_test_(msg);
@@ -478,12 +476,11 @@ StepResult Consumer::Impl::DeadLetter(const Message& msg, Source source, int att
 }
 
 StepResult Consumer::Impl::DatabaseTrouble(Held held, Source source, std::exception_ptr error) {
-  Log(LogLevel::kError, "database unavailable, will retry in " +
-                            std::to_string(db_backoff_.count()) +
+  const milliseconds wait = db_backoff_.Failed();
+  Log(LogLevel::kError, "database unavailable, will retry in " + std::to_string(wait.count()) +
                             " ms: " + OneLine(internal::CleanText(What(error), kMaxErrorBytes)));
   db_.reset();  // reconnect on next use
-  auto due = Clock::now() + db_backoff_;
-  db_backoff_ = std::min(db_backoff_ * 2, kMaxDbBackoff);
+  auto due = Clock::now() + wait;
   if (source == Source::kLive) {
     held.due = due;
     Hold(std::move(held));

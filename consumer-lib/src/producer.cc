@@ -92,4 +92,59 @@ std::string CheckBackAnswer(PreparedStatus status) {
   return std::string("{\"status\":\"") + PreparedStatusName(status) + "\"}";
 }
 
+namespace {
+
+// outbox.check_gid's rule: 1 to 128 characters, no spaces or control characters.
+// Characters are counted as PostgreSQL does in UTF-8 (continuation bytes are not).
+bool ValidGid(std::string_view gid) {
+  size_t chars = 0;
+  for (unsigned char c : gid) {
+    if (c <= 0x20 || c == 0x7f) return false;  // ASCII control characters and space
+    if ((c & 0xc0) != 0x80) ++chars;
+  }
+  return chars >= 1 && chars <= 128;
+}
+
+CheckBackReply DatabaseFailed(const std::string& why) {
+  return {500, R"({"error":"database error"})", why};
+}
+
+}  // namespace
+
+CheckBackReply AnswerCheckBack(pqxx::connection& business, std::string_view gid,
+                               std::chrono::milliseconds lock_timeout) {
+  if (lock_timeout.count() <= 0) throw Error("outbox::AnswerCheckBack: lock_timeout must be positive");
+  if (gid.empty()) return {400, R"({"error":"expected GET <check_url>?gid=<gid>"})", "no gid in the request"};
+  if (!ValidGid(gid)) {
+    return {400, R"({"error":"invalid gid: use 1 to 128 characters without spaces or control characters"})",
+            "invalid gid"};
+  }
+  try {
+    pqxx::work tx{business};
+    tx.exec("SET LOCAL lock_timeout = " + tx.quote(std::to_string(lock_timeout.count()) + "ms"));
+    auto status = QueryPrepared(tx, gid);
+    // Only a committed `rollback` row makes "rolled_back" true: commit before answering.
+    tx.commit();
+    return {200, CheckBackAnswer(status), {}};
+  } catch (const pqxx::sql_error& e) {
+    // 55P03 lock_not_available: a business transaction still holds gid.
+    if (e.sqlstate() == "55P03") return {200, R"({"status":"pending"})", {}};
+    return DatabaseFailed(e.what());
+  } catch (const pqxx::failure& e) {  // broken connection, commit in doubt
+    return DatabaseFailed(e.what());
+  }
+}
+
+CheckBackReply AnswerCheckBack(const std::string& business_conninfo, std::string_view gid,
+                               std::chrono::milliseconds lock_timeout) {
+  if (lock_timeout.count() <= 0) throw Error("outbox::AnswerCheckBack: lock_timeout must be positive");
+  std::unique_ptr<pqxx::connection> conn;
+  try {
+    conn = std::make_unique<pqxx::connection>(business_conninfo);
+  } catch (const pqxx::failure& e) {
+    return DatabaseFailed(e.what());
+  }
+  return AnswerCheckBack(*conn, gid, lock_timeout);
+}
+
 }  // namespace outbox

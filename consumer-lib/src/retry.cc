@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
+
+#include "outbox/error.h"
 
 namespace outbox {
 
@@ -29,6 +32,33 @@ std::chrono::milliseconds BackoffDelay(const RetryPolicy& p, int failed_attempt,
   double u = std::clamp(unit_random, 0.0, 1.0);
   double delay = base * (1.0 - p.jitter * u);
   return std::chrono::milliseconds(static_cast<std::int64_t>(std::llround(delay)));
+}
+
+namespace {
+
+RetryPolicy DefaultReconnectPolicy() {
+  RetryPolicy p;
+  p.initial_delay = std::chrono::milliseconds(100);
+  p.multiplier = 2.0;
+  p.max_delay = std::chrono::milliseconds(5000);
+  p.max_attempts = 1;  // unused
+  p.jitter = 0.2;
+  return p;
+}
+
+}  // namespace
+
+ReconnectBackoff::ReconnectBackoff() : ReconnectBackoff(DefaultReconnectPolicy()) {}
+
+ReconnectBackoff::ReconnectBackoff(const RetryPolicy& policy)
+    : policy_(policy), rng_(std::random_device{}()) {
+  auto problems = Validate(policy, "reconnect backoff: ");
+  if (!problems.empty()) throw Error(problems.front());
+}
+
+std::chrono::milliseconds ReconnectBackoff::Failed() {
+  if (failures_ < std::numeric_limits<int>::max()) ++failures_;
+  return BackoffDelay(policy_, failures_, std::uniform_real_distribution<double>{0.0, 1.0}(rng_));
 }
 
 }  // namespace outbox

@@ -4,6 +4,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "outbox/error.h"
+
 namespace outbox {
 namespace {
 
@@ -46,6 +48,32 @@ TEST(ConsumerBackoff, ValidateNamesEveryBadField) {
   auto problems = Validate(bad, "r.");
   EXPECT_EQ(problems.size(), 5u);
   EXPECT_THAT(problems[0], ::testing::HasSubstr("r.initial_delay"));
+}
+
+TEST(ReconnectBackoff, DoublesPerFailureAndStartsOverAfterASuccess) {
+  ReconnectBackoff b{Policy(100, 2, 1000, 0)};
+  std::vector<long> delays;
+  for (int n = 1; n <= 6; ++n) delays.push_back(b.Failed().count());
+  EXPECT_THAT(delays, ElementsAre(100, 200, 400, 800, 1000, 1000));
+  EXPECT_EQ(b.failures(), 6);
+  b.Succeeded();
+  EXPECT_EQ(b.failures(), 0);
+  EXPECT_EQ(b.Failed(), milliseconds(100));
+}
+
+TEST(ReconnectBackoff, DefaultIsTenthOfASecondUpToFiveSecondsWithJitter) {
+  ReconnectBackoff b;
+  auto first = b.Failed();
+  EXPECT_GE(first, milliseconds(80));
+  EXPECT_LE(first, milliseconds(100));
+  for (int n = 0; n < 20; ++n) b.Failed();
+  auto late = b.Failed();
+  EXPECT_GE(late, milliseconds(4000));
+  EXPECT_LE(late, milliseconds(5000));
+}
+
+TEST(ReconnectBackoff, RejectsABadPolicy) {
+  EXPECT_THROW(ReconnectBackoff{Policy(100, 0.5, 1000, 0)}, Error);
 }
 
 }  // namespace

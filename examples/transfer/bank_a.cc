@@ -22,21 +22,15 @@
 //     printing "killed after local commit transfer_id=ID": check-back must publish it.
 //
 //   transfer-bank-a serve --db CONNINFO --listen HOST:PORT
-//     Variant 2's check-back endpoint: GET /check?gid=G answers from outbox::QueryPrepared
-//     ({"status":"committed"|"rolled_back"|"pending"}). Port 0 picks a free port; prints
+//     Variant 2's check-back endpoint (cpp-httplib): GET /check?gid=G answers from
+//     outbox::AnswerCheckBack ({"status":"committed"|"rolled_back"|"pending"}). Port 0 picks a free port; prints
 //     "listening on HOST:PORT". Serves until killed.
 //
 // Exit codes: 0 ok, 1 runtime failure, 2 bad usage.
-#include <arpa/inet.h>
-#include <netinet/in.h>
+#include <httplib.h>
 #include <signal.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <atomic>
-#include <cctype>
-#include <cerrno>
-#include <cstring>
 #include <iostream>
 #include <mutex>
 #include <optional>
@@ -361,118 +355,44 @@ int Run(Flags& flags) {
 
 // ---- serve (variant 2's check-back endpoint) ------------------------------------------
 
-std::string PercentDecode(const std::string& s) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '%' && i + 2 < s.size() && std::isxdigit(static_cast<unsigned char>(s[i + 1])) &&
-        std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
-      out += static_cast<char>(std::stoi(s.substr(i + 1, 2), nullptr, 16));
-      i += 2;
-    } else {
-      out += s[i] == '+' ? ' ' : s[i];
-    }
-  }
-  return out;
-}
-
-// The gid query parameter of a request target such as /check?gid=abc.
-std::string GidOf(const std::string& target) {
-  auto q = target.find('?');
-  if (q == std::string::npos) return {};
-  std::string query = target.substr(q + 1);
-  for (size_t pos = 0; pos <= query.size();) {
-    auto amp = query.find('&', pos);
-    std::string kv = query.substr(pos, amp == std::string::npos ? std::string::npos : amp - pos);
-    if (kv.rfind("gid=", 0) == 0) return PercentDecode(kv.substr(4));
-    if (amp == std::string::npos) break;
-    pos = amp + 1;
-  }
-  return {};
-}
-
-void Reply(int fd, int status, const std::string& body) {
-  std::string all = "HTTP/1.1 " + std::to_string(status) + (status == 200 ? " OK" : " Error") +
-                    "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
-                    "\r\nConnection: close\r\n\r\n" + body;
-  for (size_t off = 0; off < all.size();) {
-    auto n = write(fd, all.data() + off, all.size() - off);
-    if (n <= 0) break;
-    off += static_cast<size_t>(n);
-  }
-}
-
-// One request per connection. The answer is committed before it is sent: QueryPrepared's
-// rollback row must exist before the relay discards the message.
-void ServeOne(int fd, const std::string& db) {
-  std::string head;
-  char buf[4096];
-  while (head.find("\r\n\r\n") == std::string::npos && head.size() < 16384) {
-    auto n = read(fd, buf, sizeof buf);
-    if (n <= 0) break;
-    head.append(buf, static_cast<size_t>(n));
-  }
-  auto sp1 = head.find(' ');
-  auto sp2 = sp1 == std::string::npos ? sp1 : head.find(' ', sp1 + 1);
-  std::string gid = sp2 == std::string::npos ? "" : GidOf(head.substr(sp1 + 1, sp2 - sp1 - 1));
-  if (head.rfind("GET ", 0) != 0 || gid.empty()) {
-    Reply(fd, 400, R"({"error":"expected GET /check?gid=..."})");
-  } else {
-    try {
-      pqxx::connection conn{db};
-      pqxx::work tx{conn};
-      // A transfer still in flight holds the gid: answer "pending" rather than make the
-      // relay wait past its --check-timeout.
-      tx.exec("SET LOCAL lock_timeout = '3s'");
-      auto status = outbox::QueryPrepared(tx, gid);
-      tx.commit();
-      Reply(fd, 200, outbox::CheckBackAnswer(status));
-    } catch (const pqxx::sql_error& e) {
-      if (e.sqlstate() == "55P03") {
-        Reply(fd, 200, R"({"status":"pending"})");
-      } else {
-        std::cerr << "check-back gid=" << gid << " failed: " << e.what() << "\n";
-        Reply(fd, 500, R"({"error":"database error"})");
-      }
-    } catch (const std::exception& e) {
-      std::cerr << "check-back gid=" << gid << " failed: " << e.what() << "\n";
-      Reply(fd, 500, R"({"error":"database error"})");
-    }
-  }
-  close(fd);
-}
-
+// The answer is committed before it is sent (outbox::AnswerCheckBack): QueryPrepared's
+// rollback row must exist before the relay discards the message. A transfer still in
+// flight holds the gid: it is answered "pending" after 3 s rather than making the relay
+// wait past its --check-timeout.
 int Serve(Flags& flags) {
   auto db = flags.Need("db");
   auto listen_on = flags.Need("listen");
   ThrowIfErrors(flags);
   auto colon = listen_on.rfind(':');
   if (colon == std::string::npos) throw UsageError("--listen: expected HOST:PORT");
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(std::stoi(listen_on.substr(colon + 1))));
-  if (inet_pton(AF_INET, listen_on.substr(0, colon).c_str(), &addr.sin_addr) != 1) {
-    throw UsageError("--listen: expected an IPv4 address");
+  const std::string host = listen_on.substr(0, colon);
+  int port = -1;
+  try {
+    port = std::stoi(listen_on.substr(colon + 1));
+  } catch (const std::exception&) {
   }
+  if (port < 0 || port > 65535) throw UsageError("--listen: expected HOST:PORT with a port from 0 to 65535");
   {
     pqxx::connection conn{db};
     pqxx::work tx{conn};
     outbox::EnsureBarrierTable(tx);
     tx.commit();
   }
-  int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  int one = 1;
-  setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || listen(lfd, 128) != 0) {
-    throw std::runtime_error("cannot listen on " + listen_on + ": " + std::strerror(errno));
-  }
-  socklen_t len = sizeof addr;
-  getsockname(lfd, reinterpret_cast<sockaddr*>(&addr), &len);
-  std::cout << "listening on " << listen_on.substr(0, colon) << ":" << ntohs(addr.sin_port) << std::endl;
-  while (true) {
-    int fd = accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
-    if (fd < 0) continue;
-    std::thread([fd, db] { ServeOne(fd, db); }).detach();
-  }
+  httplib::Server server;
+  // One request per connection, on more threads than the relay sends checks at once
+  // (--check-concurrency, 16): an answer may wait up to 3 s for a lock.
+  server.new_task_queue = [] { return new httplib::ThreadPool(32); };
+  server.set_keep_alive_max_count(1);
+  server.Get("/check", [&db](const httplib::Request& req, httplib::Response& res) {
+    auto reply = outbox::AnswerCheckBack(db, req.get_param_value("gid"));
+    if (reply.http_status == 500) std::cerr << "check-back failed: " << reply.error << "\n";
+    res.status = reply.http_status;
+    res.set_content(reply.body, "application/json");
+  });
+  const int bound = port == 0 ? server.bind_to_any_port(host) : (server.bind_to_port(host, port) ? port : -1);
+  if (bound <= 0) throw std::runtime_error("cannot listen on " + listen_on);
+  std::cout << "listening on " << host << ":" << bound << std::endl;
+  return server.listen_after_bind() ? 0 : 1;  // serves until killed
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <charconv>
 #include <cstdio>
 #include <nlohmann/json.hpp>
+#include <outbox/retry.h>
 #include <random>
 #include <stdexcept>
 #include <thread>
@@ -219,10 +220,15 @@ pqxx::connection& Connection::Get() {
 }
 
 void Backoff(int attempt) {
+  static const outbox::RetryPolicy kPolicy = [] {
+    outbox::RetryPolicy p;
+    p.initial_delay = std::chrono::milliseconds(50);
+    p.max_delay = std::chrono::milliseconds(2000);
+    p.jitter = 0.5;
+    return p;
+  }();
   thread_local std::mt19937 rng{std::random_device{}()};
-  const int base = std::min(2000, 50 << std::min(attempt - 1, 6));
-  std::uniform_int_distribution<int> jitter(base / 2, base);
-  std::this_thread::sleep_for(std::chrono::milliseconds(jitter(rng)));
+  std::this_thread::sleep_for(outbox::BackoffDelay(kPolicy, attempt, std::uniform_real_distribution<double>{0, 1}(rng)));
 }
 
 }  // namespace transfer

@@ -94,7 +94,8 @@ class Connection {
   std::unique_ptr<pqxx::connection> conn_;
 };
 
-// Sleeps a jittered, doubling backoff for retry number `attempt` (from 1): 50 ms .. 2 s.
+// Sleeps outbox::BackoffDelay for retry number `attempt` (from 1): 50 ms doubling to 2 s,
+// up to half of it random.
 void Backoff(int attempt);
 
 }  // namespace transfer

@@ -1,8 +1,5 @@
 #include "cli/run_command.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <prometheus/registry.h>
 
 #include "common/errors.h"
@@ -19,9 +16,7 @@ namespace outbox::relay {
 
 int RunRelay(const RunConfig& c, std::shared_ptr<spdlog::logger> log) {
   CheckConninfo(c.db);
-  int wake[2];
-  if (pipe2(wake, O_CLOEXEC | O_NONBLOCK) != 0) throw RuntimeError("pipe2 failed");
-  auto& stop = WatchTerminationSignals(wake[1]);
+  TerminationWatcher termination;  // first: outlives everything that polls its descriptor
   auto registry = std::make_shared<prometheus::Registry>();
   RelayMetrics metrics{*registry};
   log->info("outbox-relay run db={} brokers={} lanes={} batch_size={} metrics_listen={}", RedactConninfo(c.db),
@@ -36,7 +31,7 @@ int RunRelay(const RunConfig& c, std::shared_ptr<spdlog::logger> log) {
   }
   StatsPoller stats{c.db, c.stats_interval, metrics, log};
   CheckBack check_back{c, log, metrics};  // half messages: own thread and session (issue 5)
-  return relay.Run(stop, wake[0]);
+  return relay.Run(termination.stop(), termination.wake_fd());
 }
 
 }  // namespace outbox::relay

@@ -15,7 +15,6 @@ namespace {
 
 using std::chrono::milliseconds;
 
-constexpr milliseconds kMaxConnectBackoff{5000};
 // Longest single wait of the loop: bounds how stale "now" can get between decisions.
 constexpr milliseconds kMaxWait{1000};
 // Committed/rolled-back tombstones are kept this long (repeated commit_prepared or
@@ -141,13 +140,13 @@ milliseconds CheckBack::Jittered(milliseconds d, double spread) {
 void CheckBack::Connect() {
   try {
     conn_ = std::make_unique<PgConnection>(config_.db, "outbox-relay-checkback");
-    backoff_ = milliseconds{100};
+    backoff_.Succeeded();
     log_->debug("check-back connected to PostgreSQL");
   } catch (const PgError& e) {
     conn_.reset();
-    db_resume_at_ = Clock::now() + Jittered(backoff_, 0.4);
-    log_->warn("check-back cannot use PostgreSQL, retrying in {}ms error={}", backoff_.count(), e.what());
-    backoff_ = std::min(backoff_ * 2, kMaxConnectBackoff);
+    auto wait = backoff_.Failed();
+    db_resume_at_ = Clock::now() + wait;
+    log_->warn("check-back cannot use PostgreSQL, retrying in {}ms error={}", wait.count(), e.what());
   }
 }
 
@@ -157,8 +156,7 @@ void CheckBack::OnDbError(const std::exception& e, bool connection_lost, const s
                 "once their claims expire error={}",
                 e.what());
     conn_.reset();
-    db_resume_at_ = Clock::now() + Jittered(backoff_, 0.4);
-    backoff_ = std::min(backoff_ * 2, kMaxConnectBackoff);
+    db_resume_at_ = Clock::now() + backoff_.Failed();
   } else if (sqlstate == "42883" || sqlstate == "42P01") {
     // A database migrated before half messages existed: not an error of this relay.
     log_->warn("check-back is idle: outbox.prepared or its functions are missing; run `outbox-relay migrate` "

@@ -9,6 +9,8 @@
 #include <string>
 #include <thread>
 
+#include <outbox/retry.h>
+
 #include "common/config.h"
 #include "ops/relay_metrics.h"
 
@@ -98,7 +100,7 @@ class CheckBack {
   std::unique_ptr<PgConnection> conn_;
   std::map<std::uint64_t, InFlight> in_flight_;
   std::uint64_t next_tag_ = 1;
-  std::chrono::milliseconds backoff_{100};
+  ReconnectBackoff backoff_;  // PostgreSQL reconnects: 100 ms doubling to 5 s
   // No database work before this: reconnect backoff, or a pause after a failed statement.
   Clock::time_point db_resume_at_{};
   std::mt19937_64 rng_{std::random_device{}()};

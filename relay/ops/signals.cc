@@ -1,8 +1,7 @@
 #include "ops/signals.h"
 
 #include <csignal>
-#include <thread>
-#include <unistd.h>
+#include <ctime>
 
 namespace outbox::relay {
 namespace {
@@ -14,6 +13,9 @@ sigset_t TerminationSet() {
   sigaddset(&set, SIGINT);
   return set;
 }
+
+// How often the watcher looks whether its owner is going away.
+constexpr long kQuitCheckNanos = 100'000'000;
 
 }  // namespace
 
@@ -32,17 +34,24 @@ int WaitForTerminationSignal() {
   return sig;
 }
 
-std::atomic<bool>& WatchTerminationSignals(int wake_fd) {
-  static std::atomic<bool> stop{false};
-  std::thread([wake_fd] {
-    WaitForTerminationSignal();
-    stop.store(true);
-    if (wake_fd >= 0) {
-      char one = 1;
-      [[maybe_unused]] auto n = write(wake_fd, &one, 1);
+TerminationWatcher::TerminationWatcher() {
+  thread_ = std::thread([this] {
+    const sigset_t set = TerminationSet();
+    const timespec tick{0, kQuitCheckNanos};
+    while (!quit_.load()) {
+      // Bounded waits, so the destructor can end this thread (sigwait cannot be woken).
+      if (sigtimedwait(&set, nullptr, &tick) > 0) {
+        stop_.store(true);
+        pipe_.Poke();
+        return;
+      }
     }
-  }).detach();
-  return stop;
+  });
+}
+
+TerminationWatcher::~TerminationWatcher() {
+  quit_.store(true);
+  thread_.join();
 }
 
 }  // namespace outbox::relay

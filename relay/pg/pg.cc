@@ -19,25 +19,21 @@ PgConnection::PgConnection(const std::string& conninfo, const std::string& appli
   const char* keys[] = {"application_name", "keepalives", "keepalives_idle", "keepalives_interval",
                         "keepalives_count", "dbname", nullptr};
   const char* values[] = {application_name.c_str(), "1", "10", "5", "3", conninfo.c_str(), nullptr};
-  conn_ = PQconnectdbParams(keys, values, /*expand_dbname=*/1);
-  if (PQstatus(conn_) != CONNECTION_OK) {
-    std::string msg = PQerrorMessage(conn_);
-    PQfinish(conn_);
-    conn_ = nullptr;
+  conn_.reset(PQconnectdbParams(keys, values, /*expand_dbname=*/1));
+  if (PQstatus(conn_.get()) != CONNECTION_OK) {
+    std::string msg = PQerrorMessage(conn_.get());
     throw PgError(SafeDbError(msg, conninfo), "08001", true);
   }
-  if (const char* pw = PQpass(conn_)) password_ = pw;
+  if (const char* pw = PQpass(conn_.get())) password_ = pw;
 }
 
-PgConnection::~PgConnection() {
-  if (conn_) PQfinish(conn_);
-}
+PgConnection::~PgConnection() = default;
 
 PgResult PgConnection::Check(PGresult* raw) {
   PgResult r{raw};
   auto status = r ? PQresultStatus(r.get()) : PGRES_FATAL_ERROR;
   if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK) return r;
-  bool lost = PQstatus(conn_) != CONNECTION_OK;
+  bool lost = PQstatus(conn_.get()) != CONNECTION_OK;
   std::string sqlstate;
   if (r) {
     if (const char* s = PQresultErrorField(r.get(), PG_DIAG_SQLSTATE)) sqlstate = s;
@@ -46,8 +42,8 @@ PgResult PgConnection::Check(PGresult* raw) {
   if (sqlstate.rfind("08", 0) == 0 || sqlstate == "57P01" || sqlstate == "57P02" || sqlstate == "57P03") {
     lost = true;
   }
-  std::string msg = r ? PQresultErrorMessage(r.get()) : PQerrorMessage(conn_);
-  if (msg.empty()) msg = PQerrorMessage(conn_);
+  std::string msg = r ? PQresultErrorMessage(r.get()) : PQerrorMessage(conn_.get());
+  if (msg.empty()) msg = PQerrorMessage(conn_.get());
   throw PgError(RedactSecret(msg, password_), sqlstate, lost);
 }
 
@@ -65,32 +61,32 @@ struct Params {
 PgResult PgConnection::Exec(const std::string& sql, const std::vector<std::optional<std::string>>& params,
                             bool binary_results) {
   Params p{params};
-  return Check(PQexecParams(conn_, sql.c_str(), static_cast<int>(params.size()), nullptr, p.values.data(),
+  return Check(PQexecParams(conn_.get(), sql.c_str(), static_cast<int>(params.size()), nullptr, p.values.data(),
                             nullptr, nullptr, binary_results ? 1 : 0));
 }
 
 void PgConnection::Prepare(const std::string& name, const std::string& sql) {
-  Check(PQprepare(conn_, name.c_str(), sql.c_str(), 0, nullptr));
+  Check(PQprepare(conn_.get(), name.c_str(), sql.c_str(), 0, nullptr));
 }
 
 PgResult PgConnection::ExecPrepared(const std::string& name,
                                     const std::vector<std::optional<std::string>>& params,
                                     bool binary_results) {
   Params p{params};
-  return Check(PQexecPrepared(conn_, name.c_str(), static_cast<int>(params.size()), p.values.data(),
+  return Check(PQexecPrepared(conn_.get(), name.c_str(), static_cast<int>(params.size()), p.values.data(),
                               nullptr, nullptr, binary_results ? 1 : 0));
 }
 
 std::vector<std::string> PgConnection::ConsumeNotifications() {
-  if (!PQconsumeInput(conn_)) {
-    throw PgError(RedactSecret(PQerrorMessage(conn_), password_), "08006", true);
+  if (!PQconsumeInput(conn_.get())) {
+    throw PgError(RedactSecret(PQerrorMessage(conn_.get()), password_), "08006", true);
   }
   std::vector<std::string> channels;
-  while (PGnotify* n = PQnotifies(conn_)) {
+  while (PGnotify* n = PQnotifies(conn_.get())) {
     channels.emplace_back(n->relname);
     PQfreemem(n);
   }
-  if (PQstatus(conn_) != CONNECTION_OK) throw PgError("connection lost", "08006", true);
+  if (PQstatus(conn_.get()) != CONNECTION_OK) throw PgError("connection lost", "08006", true);
   return channels;
 }
 

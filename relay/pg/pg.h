@@ -29,6 +29,10 @@ struct PgResultDeleter {
 };
 using PgResult = std::unique_ptr<PGresult, PgResultDeleter>;
 
+struct PgConnDeleter {
+  void operator()(PGconn* c) const { PQfinish(c); }
+};
+
 // One libpq connection. Unlike libpqxx 6 it never reconnects behind the caller's back,
 // which matters because lane ownership lives in this session's advisory locks.
 // Not thread-safe.
@@ -51,13 +55,13 @@ class PgConnection {
   // Reads what the server sent without blocking; returns the channels of the
   // notifications that arrived. Throws PgError if the connection is lost.
   std::vector<std::string> ConsumeNotifications();
-  int socket() const { return PQsocket(conn_); }
-  bool ok() const { return PQstatus(conn_) == CONNECTION_OK; }
+  int socket() const { return PQsocket(conn_.get()); }
+  bool ok() const { return PQstatus(conn_.get()) == CONNECTION_OK; }
 
  private:
   PgResult Check(PGresult* r);
 
-  PGconn* conn_ = nullptr;
+  std::unique_ptr<PGconn, PgConnDeleter> conn_;
   std::string password_;  // to scrub from error texts
 };
 

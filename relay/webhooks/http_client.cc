@@ -29,6 +29,9 @@ struct EasyDeleter {
 struct SlistDeleter {
   void operator()(curl_slist* l) const { curl_slist_free_all(l); }
 };
+struct MultiDeleter {
+  void operator()(CURLM* m) const { curl_multi_cleanup(m); }
+};
 
 // One request: the handle and everything libcurl points into while it runs.
 struct Transfer {
@@ -144,27 +147,27 @@ HttpResponse Perform(const HttpRequest& request) {
 }
 
 struct HttpMulti::Impl {
-  CURLM* multi = nullptr;
+  std::unique_ptr<CURLM, MultiDeleter> multi;
+  // Declared after `multi`, so destroyed before it; ~HttpMulti removes them from it first.
   std::map<std::uint64_t, std::unique_ptr<Transfer>> transfers;
 };
 
 HttpMulti::HttpMulti() : impl_(std::make_unique<Impl>()) {
   GlobalInit();
-  impl_->multi = curl_multi_init();
+  impl_->multi.reset(curl_multi_init());
   if (!impl_->multi) throw std::runtime_error("libcurl: curl_multi_init failed");
 }
 
 HttpMulti::~HttpMulti() {
-  for (auto& [tag, t] : impl_->transfers) curl_multi_remove_handle(impl_->multi, t->easy.get());
+  for (auto& [tag, t] : impl_->transfers) curl_multi_remove_handle(impl_->multi.get(), t->easy.get());
   impl_->transfers.clear();
-  curl_multi_cleanup(impl_->multi);
 }
 
 void HttpMulti::Start(std::uint64_t tag, const HttpRequest& request) {
   if (impl_->transfers.count(tag)) throw std::logic_error("HttpMulti: tag already in flight");
   auto t = Prepare(tag, request);
   t->start = Clock::now();
-  CURLMcode rc = curl_multi_add_handle(impl_->multi, t->easy.get());
+  CURLMcode rc = curl_multi_add_handle(impl_->multi.get(), t->easy.get());
   if (rc != CURLM_OK) {
     throw std::runtime_error(std::string("libcurl: curl_multi_add_handle: ") + curl_multi_strerror(rc));
   }
@@ -176,15 +179,15 @@ std::vector<std::pair<std::uint64_t, HttpResponse>> HttpMulti::Poll(
   std::vector<std::pair<std::uint64_t, HttpResponse>> done;
   auto collect = [&] {
     int running = 0;
-    curl_multi_perform(impl_->multi, &running);
+    curl_multi_perform(impl_->multi.get(), &running);
     int left = 0;
-    while (CURLMsg* msg = curl_multi_info_read(impl_->multi, &left)) {
+    while (CURLMsg* msg = curl_multi_info_read(impl_->multi.get(), &left)) {
       if (msg->msg != CURLMSG_DONE) continue;
       void* priv = nullptr;
       curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv);
       auto* t = static_cast<Transfer*>(priv);
       CURLcode rc = msg->data.result;
-      curl_multi_remove_handle(impl_->multi, msg->easy_handle);
+      curl_multi_remove_handle(impl_->multi.get(), msg->easy_handle);
       Complete(*t, rc);
       done.emplace_back(t->tag, std::move(t->response));
       impl_->transfers.erase(t->tag);
@@ -194,13 +197,13 @@ std::vector<std::pair<std::uint64_t, HttpResponse>> HttpMulti::Poll(
   if (!done.empty()) return done;
   std::vector<curl_waitfd> fds;
   for (int fd : extra_fds) fds.push_back(curl_waitfd{fd, CURL_WAIT_POLLIN, 0});
-  curl_multi_poll(impl_->multi, fds.empty() ? nullptr : fds.data(), static_cast<unsigned>(fds.size()),
+  curl_multi_poll(impl_->multi.get(), fds.empty() ? nullptr : fds.data(), static_cast<unsigned>(fds.size()),
                   static_cast<int>(std::max<std::int64_t>(0, timeout.count())), nullptr);
   collect();
   return done;
 }
 
-void HttpMulti::Wakeup() { curl_multi_wakeup(impl_->multi); }
+void HttpMulti::Wakeup() { curl_multi_wakeup(impl_->multi.get()); }
 
 std::size_t HttpMulti::in_flight() const { return impl_->transfers.size(); }
 

@@ -5,6 +5,7 @@
 #include <deque>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <outbox/retry.h>
 
 #include "webhooks/http_client.h"
 
@@ -16,6 +17,15 @@ using std::chrono::milliseconds;
 
 constexpr std::size_t kResponseExcerpt = 512;
 constexpr int kPurgeBatchesPerRound = 20;
+
+// PostgreSQL reconnects: 200 ms doubling to 10 s, without jitter (one worker per host).
+RetryPolicy ReconnectPolicy() {
+  RetryPolicy p;
+  p.initial_delay = milliseconds(200);
+  p.max_delay = milliseconds(10000);
+  p.jitter = 0;
+  return p;
+}
 
 // text[] literal with every element quoted.
 std::string TextArray(const std::vector<std::string>& items) {
@@ -120,7 +130,7 @@ struct Notifier::Impl {
   std::deque<Finished> unrecorded;              // answers not yet written to the database
   std::uint64_t next_tag = 1;
   bool claim_again = false;                     // the last claim got rows and slots are left
-  milliseconds backoff{0};
+  ReconnectBackoff backoff{ReconnectPolicy()};
   Clock::time_point reconnect_at{};
   Clock::time_point next_stats{};
   Clock::time_point next_purge{};
@@ -143,10 +153,10 @@ void Notifier::Impl::Report(const std::function<void()>& call) {
 
 void Notifier::Impl::DbFailed(const std::string& what) {
   conn.reset();
-  backoff = std::clamp(backoff * 2, milliseconds(200), milliseconds(10000));
-  reconnect_at = Clock::now() + backoff;
+  const milliseconds wait = backoff.Failed();
+  reconnect_at = Clock::now() + wait;
   Report([&] {
-    if (opt.on_error) opt.on_error(what + " (reconnecting in " + std::to_string(backoff.count()) + " ms)");
+    if (opt.on_error) opt.on_error(what + " (reconnecting in " + std::to_string(wait.count()) + " ms)");
   });
 }
 
@@ -162,7 +172,7 @@ void Notifier::Impl::Connect() {
   }
   if (row[1].as<bool>()) tx.exec("SET application_name = 'outbox-notifier'");
   conn = std::move(c);
-  backoff = milliseconds(0);
+  backoff.Succeeded();
 }
 
 void Notifier::Impl::Claim() {

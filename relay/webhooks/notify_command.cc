@@ -1,15 +1,12 @@
 #include "webhooks/notify_command.h"
 
-#include <fcntl.h>
 #include <poll.h>
 #include <prometheus/counter.h>
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
-#include <unistd.h>
 
 #include <cerrno>
-#include <cstring>
 #include <memory>
 #include <optional>
 #include "webhooks/notifier.h"
@@ -90,29 +87,6 @@ struct NotifyMetrics {
   prometheus::Gauge& in_flight;
 };
 
-// Both ends of a pipe, closed by the destructor.
-class Pipe {
- public:
-  Pipe() {
-    if (pipe2(fds_, O_CLOEXEC) != 0) throw RuntimeError(std::string("pipe: ") + std::strerror(errno));
-  }
-  ~Pipe() {
-    close(fds_[0]);
-    close(fds_[1]);
-  }
-  Pipe(const Pipe&) = delete;
-  Pipe& operator=(const Pipe&) = delete;
-  int read_fd() const { return fds_[0]; }
-  int write_fd() const { return fds_[1]; }
-  void Poke() {
-    char one = 1;
-    [[maybe_unused]] auto n = write(fds_[1], &one, 1);
-  }
-
- private:
-  int fds_[2] = {-1, -1};
-};
-
 void CheckSchema(const NotifyConfig& config) {
   auto conn = Connect(config.db, "outbox-relay-notify");
   pqxx::nontransaction tx{*conn};
@@ -139,7 +113,10 @@ int RunNotifyCommand(const NotifyConfig& config, spdlog::logger& log) {
   auto registry = std::make_shared<prometheus::Registry>();
   NotifyMetrics metrics{*registry};
   std::optional<MetricsServer> server;
-  if (!config.metrics_listen.empty()) server.emplace(config.metrics_listen, registry);
+  if (!config.metrics_listen.empty()) {
+    server.emplace(config.metrics_listen, registry);
+    log.info("serving /metrics /healthz /readyz port={}", server->port());
+  }
 
   NotifierOptions opt;
   opt.conninfo = config.db;
@@ -196,25 +173,24 @@ int RunNotifyCommand(const NotifyConfig& config, spdlog::logger& log) {
   };
 
   Notifier notifier{std::move(opt)};
-  Pipe wake;
-  std::atomic<bool>& stop = WatchTerminationSignals(wake.write_fd());
-  // Turns the signal watcher's wake-up (or our own, below) into Notifier::Stop().
+  TerminationWatcher termination;
+  // Turns the watcher's wake-up (a signal, or ours below) into Notifier::Stop().
   std::thread stopper([&] {
-    pollfd p{wake.read_fd(), POLLIN, 0};
+    pollfd p{termination.wake_fd(), POLLIN, 0};
     while (poll(&p, 1, -1) < 0 && errno == EINTR) {
     }
     notifier.Stop();
   });
   struct JoinStopper {
-    Pipe& wake;
+    const TerminationWatcher& termination;
     std::thread& t;
     ~JoinStopper() {
-      wake.Poke();
+      termination.Wake();
       t.join();
     }
-  } join_stopper{wake, stopper};
+  } join_stopper{termination, stopper};
 
-  if (stop.load()) notifier.Stop();
+  if (termination.stop().load()) notifier.Stop();
   if (server) server->SetReady(true);
   log.info("notify worker started max_in_flight={} max_per_host={} request_timeout_ms={} lease_ms={}",
            config.max_in_flight, config.max_per_host, config.request_timeout.count(), config.lease.count());

@@ -5,15 +5,14 @@
 // confluent_kafka.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <map>
 #include <memory>
 #include <outbox/producer.h>
 #include <pqxx/pqxx>
+#include <regex>
 #include <set>
 
 #include "http_server.h"
@@ -122,13 +121,14 @@ class HalfMessageExampleE2e : public HalfMessageE2e {
   void SetUp() override {
     HalfMessageE2e::SetUp();
     business_ = test::FreshDatabase();
-    int port = test::FreePort();
     endpoint_ = std::make_unique<test::Process>(std::vector<std::string>{
-        OUTBOX_HALF_MESSAGE_EXAMPLE, "serve", "--business-db", business_, "--listen",
-        "127.0.0.1:" + std::to_string(port)});
-    ASSERT_TRUE(test::WaitUntil([&] { return endpoint_->Stdout().find("listening") != std::string::npos; }, 30s))
+        OUTBOX_HALF_MESSAGE_EXAMPLE, "serve", "--business-db", business_, "--listen", "127.0.0.1:0"});
+    ASSERT_TRUE(test::WaitUntil([&] { return endpoint_->Stdout().find('\n') != std::string::npos; }, 30s))
         << endpoint_->Stderr();
-    check_url_ = "http://127.0.0.1:" + std::to_string(port) + "/check";
+    std::smatch m;
+    std::string out = endpoint_->Stdout();
+    ASSERT_TRUE(std::regex_search(out, m, std::regex("listening on (\\S+)"))) << out;
+    check_url_ = "http://" + m[1].str() + "/check";
   }
 
   test::RunResult Order(const std::string& gid, const std::string& crash_flag = "") {
@@ -211,10 +211,16 @@ TEST_F(HalfMessageE2e, EndpointDownThenUpIsPublishedAfterARetry) {
 
 TEST_F(HalfMessageE2e, EndpointDownForGoodIsParkedAfterCheckMaxThenResumePublishes) {
   test::HttpServer endpoint{test::HttpServer::Always(503)};
-  int port = test::FreePort();
-  auto relay = StartRelay({{"--metrics-listen", "127.0.0.1:" + std::to_string(port)}});
+  int closed_port;
+  {
+    test::HttpServer gone;
+    closed_port = gone.port();
+  }
+  auto relay = StartRelay({{"--metrics-listen", "127.0.0.1:0"}});
+  const int port = test::WaitForMetricsPort(*relay);
+  ASSERT_NE(port, 0) << relay->Stderr();
   Prepare("g1", endpoint.Url("/check"));
-  Prepare("g2", "http://127.0.0.1:" + std::to_string(test::FreePort()) + "/check");  // nobody listens
+  Prepare("g2", "http://127.0.0.1:" + std::to_string(closed_port) + "/check");  // nobody listens
   ASSERT_TRUE(WaitState("g1", "parked")) << relay->Stderr();
   ASSERT_TRUE(WaitState("g2", "parked")) << relay->Stderr();
   EXPECT_EQ(endpoint.RequestCount(), 3) << "--check-max 3";

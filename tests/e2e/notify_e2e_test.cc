@@ -3,9 +3,7 @@
 #include <arpa/inet.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <map>
@@ -71,25 +69,6 @@ class NotifyCommand : public ::testing::Test {
   std::string db_;
 };
 
-
-// GET http://127.0.0.1:port/path; "" if nothing answers.
-std::string HttpGet(int port, const std::string& path) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  std::string out;
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
-    std::string req = "GET " + path + " HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
-    send(fd, req.data(), req.size(), MSG_NOSIGNAL);
-    char buf[4096];
-    ssize_t n;
-    while ((n = recv(fd, buf, sizeof buf, 0)) > 0) out.append(buf, static_cast<size_t>(n));
-  }
-  close(fd);
-  return out;
-}
 
 TEST_F(NotifyCommand, KilledMidDeliveryTheNotificationIsStillDelivered) {
   test::HttpServer receiver{test::HttpServer::HoldAll()};
@@ -165,13 +144,14 @@ TEST_F(NotifyCommand, TwoWorkersSendEachAttemptOnce) {
 TEST_F(NotifyCommand, ExhaustedNotificationsAreLoggedAndCountedInMetrics) {
   test::HttpServer receiver{test::HttpServer::Always(500)};
   auto id = Notify(receiver.Url("/hook?token=s3cret-token"), "{100 ms}");
-  int port = test::FreePort();
-  auto worker = StartWorker({{"--metrics-listen", "127.0.0.1:" + std::to_string(port)}, {"--stats-interval", "100ms"}});
+  auto worker = StartWorker({{"--metrics-listen", "127.0.0.1:0"}, {"--stats-interval", "100ms"}});
+  const int port = test::WaitForMetricsPort(*worker);
+  ASSERT_NE(port, 0) << worker->Stderr();
   ASSERT_TRUE(test::WaitUntil([&] { return State(id) == "exhausted"; }, 20s)) << worker->Stderr();
   std::string metrics;
   ASSERT_TRUE(test::WaitUntil(
       [&] {
-        metrics = HttpGet(port, "/metrics");
+        metrics = test::HttpGet(port, "/metrics").body;
         return metrics.find("outbox_notify_exhausted_total 1") != std::string::npos &&
                metrics.find("outbox_notify_pending 0") != std::string::npos;
       },
@@ -181,7 +161,9 @@ TEST_F(NotifyCommand, ExhaustedNotificationsAreLoggedAndCountedInMetrics) {
   EXPECT_THAT(metrics, HasSubstr("outbox_notify_delivered_total 0"));
   EXPECT_THAT(metrics, HasSubstr("outbox_notify_attempt_duration_seconds_count 2"));
   EXPECT_THAT(metrics, HasSubstr("outbox_notify_due 0"));
-  EXPECT_THAT(HttpGet(port, "/readyz"), HasSubstr("200 OK"));
+  auto ready = test::HttpGet(port, "/readyz");
+  EXPECT_EQ(ready.status, 200) << ready.error;
+  EXPECT_EQ(ready.body, "ready\n");
   worker->Signal(SIGTERM);
   EXPECT_EQ(worker->Wait(20s), 0);
   auto log = worker->Stderr();

@@ -3,9 +3,7 @@
 // kill, and what it wrote read back with python's confluent_kafka.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -14,6 +12,7 @@
 #include <random>
 #include <thread>
 
+#include "http_server.h"
 #include "kafka_cluster.h"
 #include "pg_cluster.h"
 #include "process.h"
@@ -90,8 +89,9 @@ class RelayE2e : public ::testing::Test {
 };
 
 TEST_F(RelayE2e, EightWritersTwentyThousandMessagesArriveOnceInKeyOrder) {
-  int port = test::FreePort();
-  auto relay = StartRelay({"--metrics-listen", "127.0.0.1:" + std::to_string(port)});
+  auto relay = StartRelay({"--metrics-listen", "127.0.0.1:0"});
+  const int port = test::WaitForMetricsPort(*relay);
+  ASSERT_NE(port, 0) << relay->Stderr();
   constexpr int kWriters = 8, kPerWriter = 2500, kKeysPerWriter = 4;
   std::vector<std::thread> writers;
   std::atomic<int> failures{0};
@@ -334,8 +334,9 @@ TEST_F(RelayE2e, LateCommitBelowRowsInFlightKeepsKeyOrder) {
     other = tx.exec1("SELECT k FROM generate_series(1, 10000) i, LATERAL (SELECT 'L' || i AS k) x "
                      "WHERE outbox.lane_of(k, NULL, 16) = outbox.lane_of('K', NULL, 16) LIMIT 1")[0].as<std::string>();
   }
-  int port = test::FreePort();
-  auto relay = StartRelay({"--batch-size", "2", "--metrics-listen", "127.0.0.1:" + std::to_string(port)});
+  auto relay = StartRelay({"--batch-size", "2", "--metrics-listen", "127.0.0.1:0"});
+  const int port = test::WaitForMetricsPort(*relay);
+  ASSERT_NE(port, 0) << relay->Stderr();
   auto inflight = [&] {
     auto m = test::RunProcess({"curl", "-sf", "http://127.0.0.1:" + std::to_string(port) + "/metrics"});
     return m.out.find("outbox_relay_inflight_messages 8\n") != std::string::npos;

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "kafka_cluster.h"
+#include "kafka_handles.h"
 #include "cli/migrate.h"
 #include "pg_cluster.h"
 #include "wait.h"
@@ -42,29 +43,20 @@ struct Record {
 inline void Produce(const std::string& bootstrap, const std::string& topic, std::int32_t partition,
                     const std::optional<std::string>& key, const std::string& value,
                     const std::vector<std::pair<std::string, std::string>>& headers) {
-  char err[512];
-  rd_kafka_conf_t* conf = rd_kafka_conf_new();
-  rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap.c_str(), err, sizeof err);
-  rd_kafka_conf_set(conf, "log_level", "3", err, sizeof err);
-  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
-  if (!rk) throw std::runtime_error(err);
-  rd_kafka_headers_t* hdrs = rd_kafka_headers_new(headers.size());
+  auto rk = NewKafkaClient(RD_KAFKA_PRODUCER, {{"bootstrap.servers", bootstrap}, {"log_level", "3"}});
+  KafkaHeadersPtr hdrs{rd_kafka_headers_new(headers.size())};
   for (const auto& [k, v] : headers)
-    rd_kafka_header_add(hdrs, k.data(), -1, v.data(), static_cast<ssize_t>(v.size()));
+    rd_kafka_header_add(hdrs.get(), k.data(), -1, v.data(), static_cast<ssize_t>(v.size()));
   void* key_ptr = key ? const_cast<char*>(key->data()) : nullptr;
   size_t key_len = key ? key->size() : 0;
   auto e =
-      rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic.c_str()), RD_KAFKA_V_PARTITION(partition),
+      rd_kafka_producev(rk.get(), RD_KAFKA_V_TOPIC(topic.c_str()), RD_KAFKA_V_PARTITION(partition),
                         RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(key_ptr, key_len),
                         RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()),
-                        RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_END);
-  if (e) {
-    rd_kafka_headers_destroy(hdrs);
-    rd_kafka_destroy(rk);
-    throw std::runtime_error(std::string("produce: ") + rd_kafka_err2str(e));
-  }
-  auto flushed = rd_kafka_flush(rk, static_cast<int>(Scaled(std::chrono::seconds(30)).count()));
-  rd_kafka_destroy(rk);
+                        RD_KAFKA_V_HEADERS(hdrs.get()), RD_KAFKA_V_END);
+  if (e) throw std::runtime_error(std::string("produce: ") + rd_kafka_err2str(e));
+  hdrs.release();  // owned by the produced message now
+  auto flushed = rd_kafka_flush(rk.get(), static_cast<int>(Scaled(std::chrono::seconds(30)).count()));
   if (flushed) throw std::runtime_error("produce: not delivered");
 }
 
@@ -73,32 +65,29 @@ inline void Produce(const std::string& bootstrap, const std::string& topic, std:
 inline std::vector<Record> ReadTopic(
     const std::string& bootstrap, const std::string& topic, size_t count,
     std::int32_t partition = 0, std::chrono::milliseconds deadline = std::chrono::seconds(30)) {
-  char err[512];
-  rd_kafka_conf_t* conf = rd_kafka_conf_new();
-  rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap.c_str(), err, sizeof err);
-  rd_kafka_conf_set(conf, "group.id", "outbox-test-reader", err, sizeof err);
-  rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof err);
-  rd_kafka_conf_set(conf, "fetch.wait.max.ms", "10", err, sizeof err);
-  rd_kafka_conf_set(conf, "log_level", "3", err, sizeof err);
-  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
-  if (!rk) throw std::runtime_error(err);
-  rd_kafka_poll_set_consumer(rk);
-  rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(1);
-  rd_kafka_topic_partition_list_add(list, topic.c_str(), partition)->offset =
-      RD_KAFKA_OFFSET_BEGINNING;
-  rd_kafka_assign(rk, list);
-  rd_kafka_topic_partition_list_destroy(list);
+  auto rk = NewKafkaClient(RD_KAFKA_CONSUMER, {{"bootstrap.servers", bootstrap},
+                                                {"group.id", "outbox-test-reader"},
+                                                {"enable.auto.commit", "false"},
+                                                {"fetch.wait.max.ms", "10"},
+                                                {"log_level", "3"}});
+  rd_kafka_poll_set_consumer(rk.get());
+  {
+    KafkaPartitionsPtr list{rd_kafka_topic_partition_list_new(1)};
+    rd_kafka_topic_partition_list_add(list.get(), topic.c_str(), partition)->offset = RD_KAFKA_OFFSET_BEGINNING;
+    rd_kafka_assign(rk.get(), list.get());
+  }
   std::vector<Record> out;
   WaitUntil(
       [&] {
-        rd_kafka_message_t* m = rd_kafka_consumer_poll(rk, 50);
-        if (!m) return out.size() >= count;
+        KafkaMessagePtr message{rd_kafka_consumer_poll(rk.get(), 50)};
+        if (!message) return out.size() >= count;
+        const rd_kafka_message_t* m = message.get();
         if (!m->err) {
           Record r;
           if (m->key) r.key = std::string(static_cast<const char*>(m->key), m->key_len);
           if (m->payload) r.value = std::string(static_cast<const char*>(m->payload), m->len);
           r.offset = m->offset;
-          rd_kafka_headers_t* hdrs = nullptr;
+          rd_kafka_headers_t* hdrs = nullptr;  // owned by the message
           if (rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR) {
             const char* name;
             const void* val;
@@ -112,32 +101,22 @@ inline std::vector<Record> ReadTopic(
           }
           out.push_back(std::move(r));
         }
-        rd_kafka_message_destroy(m);
         return out.size() >= count;
       },
       deadline);
-  rd_kafka_consumer_close(rk);
-  rd_kafka_destroy(rk);
+  rd_kafka_consumer_close(rk.get());
   return out;
 }
 
 // The offset committed by `group` for the partition (-1001 = none).
 inline std::int64_t CommittedOffset(const std::string& bootstrap, const std::string& group,
                                     const std::string& topic, std::int32_t partition) {
-  char err[512];
-  rd_kafka_conf_t* conf = rd_kafka_conf_new();
-  rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap.c_str(), err, sizeof err);
-  rd_kafka_conf_set(conf, "group.id", group.c_str(), err, sizeof err);
-  rd_kafka_conf_set(conf, "log_level", "3", err, sizeof err);
-  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
-  if (!rk) throw std::runtime_error(err);
-  rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(1);
-  rd_kafka_topic_partition_list_add(list, topic.c_str(), partition);
-  auto e = rd_kafka_committed(rk, list, static_cast<int>(Scaled(std::chrono::seconds(10)).count()));
-  std::int64_t offset = e ? -2 : list->elems[0].offset;
-  rd_kafka_topic_partition_list_destroy(list);
-  rd_kafka_destroy(rk);
-  return offset;
+  auto rk = NewKafkaClient(RD_KAFKA_CONSUMER,
+                           {{"bootstrap.servers", bootstrap}, {"group.id", group}, {"log_level", "3"}});
+  KafkaPartitionsPtr list{rd_kafka_topic_partition_list_new(1)};
+  rd_kafka_topic_partition_list_add(list.get(), topic.c_str(), partition);
+  auto e = rd_kafka_committed(rk.get(), list.get(), static_cast<int>(Scaled(std::chrono::seconds(10)).count()));
+  return e ? -2 : list->elems[0].offset;
 }
 
 inline void MigrateDb(const std::string& db) {

@@ -377,6 +377,77 @@ TEST_F(HalfMessageBarrier, LocalCommitRacingAnOpenQueryWaitsAndIsRefused) {
   EXPECT_FALSE(late.get()) << "a local commit after a rolled_back answer must fail";
 }
 
+// outbox::AnswerCheckBack: the whole check-back endpoint behind an HTTP library.
+TEST_F(HalfMessageBarrier, AnswerCheckBackAnswersCommittedAndRolledBack) {
+  {
+    pqxx::connection c{business_};
+    pqxx::work tx{c};
+    WriteCommitBarrier(tx, "g1");
+    tx.commit();
+  }
+  pqxx::connection business{business_};
+  auto committed = AnswerCheckBack(business, "g1");
+  EXPECT_EQ(committed.http_status, 200);
+  EXPECT_EQ(committed.body, R"({"status":"committed"})");
+  EXPECT_EQ(committed.error, "");
+  // A gid the business never wrote: answered rolled_back, and that answer is committed
+  // (a late local transaction is refused).
+  auto rolled_back = AnswerCheckBack(business_, "g2");
+  EXPECT_EQ(rolled_back.http_status, 200);
+  EXPECT_EQ(rolled_back.body, R"({"status":"rolled_back"})");
+  pqxx::connection late{business_};
+  pqxx::work tx{late};
+  EXPECT_THROW(WriteCommitBarrier(tx, "g2"), outbox::Error);
+}
+
+TEST_F(HalfMessageBarrier, AnswerCheckBackSaysPendingWhileALocalTransactionHoldsTheGid) {
+  pqxx::connection local{business_};
+  pqxx::work tx{local};
+  WriteCommitBarrier(tx, "g1");
+  pqxx::connection business{business_};
+  auto start = std::chrono::steady_clock::now();
+  auto pending = AnswerCheckBack(business, "g1", 200ms);
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 200ms) << "it waited for the lock first";
+  EXPECT_EQ(pending.http_status, 200);
+  EXPECT_EQ(pending.body, R"({"status":"pending"})");
+  // The connection is still usable, and nothing was decided: the local commit wins.
+  tx.commit();
+  auto committed = AnswerCheckBack(business, "g1", 200ms);
+  EXPECT_EQ(committed.body, R"({"status":"committed"})");
+}
+
+TEST_F(HalfMessageBarrier, AnswerCheckBackRefusesAMissingOrInvalidGidWithoutWriting) {
+  pqxx::connection business{business_};
+  for (const std::string& gid : {std::string(), std::string("a b"), std::string("tab\there"), std::string(129, 'g'),
+                                std::string("nul\0x", 5)}) {
+    auto r = AnswerCheckBack(business, gid);
+    EXPECT_EQ(r.http_status, 400) << gid;
+    EXPECT_THAT(r.body, HasSubstr("\"error\"")) << gid;
+  }
+  EXPECT_EQ(AnswerCheckBack(business, std::string(128, 'g')).http_status, 200);
+  EXPECT_EQ(AnswerCheckBack(business, "gid-\xc3\xa9").http_status, 200);  // é: one character
+  pqxx::work tx{business};
+  EXPECT_EQ(tx.exec1("SELECT count(*) FROM outbox_barrier")[0].as<int>(), 2) << "only the valid gids were answered";
+  EXPECT_THROW(AnswerCheckBack(business_, "g1", 0ms), outbox::Error);
+}
+
+TEST_F(HalfMessageBarrier, AnswerCheckBackTurnsDatabaseFailuresInto500) {
+  pqxx::connection business{business_};
+  {
+    pqxx::connection admin{business_};
+    pqxx::work tx{admin};
+    tx.exec("SELECT pg_terminate_backend(" + std::to_string(business.backendpid()) + ")");
+    tx.commit();
+  }
+  auto broken = AnswerCheckBack(business, "g1");
+  EXPECT_EQ(broken.http_status, 500);
+  EXPECT_EQ(broken.body, R"({"error":"database error"})");
+  EXPECT_FALSE(broken.error.empty());
+  auto unreachable = AnswerCheckBack("host=127.0.0.1 port=1 dbname=nothing connect_timeout=2", "g1");
+  EXPECT_EQ(unreachable.http_status, 500);
+  EXPECT_FALSE(unreachable.error.empty());
+}
+
 // The check-back's answer classifier and URL.
 TEST(HalfMessageCheckBack, ClassifiesAnswers) {
   using relay::CheckResult;

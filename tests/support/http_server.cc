@@ -1,46 +1,51 @@
 #include "http_server.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <poll.h>
+#include <httplib.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
-#include <cstring>
+#include <regex>
 #include <stdexcept>
+
+#include "process.h"
+#include "wait.h"
 
 namespace outbox::test {
 namespace {
+
+constexpr int kBacklog = 128;
 
 std::string Lower(std::string s) {
   std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
   return s;
 }
 
-std::string Trim(const std::string& s) {
-  auto b = s.find_first_not_of(" \t");
-  auto e = s.find_last_not_of(" \t");
-  return b == std::string::npos ? "" : s.substr(b, e - b + 1);
-}
-
-void SendAll(int fd, const std::string& data) {
-  size_t sent = 0;
-  while (sent < data.size()) {
-    ssize_t n = send(fd, data.data() + sent, data.size() - sent, MSG_NOSIGNAL);
-    if (n <= 0) return;
-    sent += static_cast<size_t>(n);
+// One thread per connection (httplib's pool has a fixed size, and tests hold many
+// requests open at once). Threads are joined when the server stops.
+class ThreadPerConnection : public httplib::TaskQueue {
+ public:
+  void enqueue(std::function<void()> fn) override {
+    std::lock_guard<std::mutex> lock{mu_};
+    threads_.emplace_back(std::move(fn));
   }
-}
+  void shutdown() override {
+    std::vector<std::thread> threads;
+    {
+      std::lock_guard<std::mutex> lock{mu_};
+      threads.swap(threads_);
+    }
+    for (auto& t : threads) t.join();
+  }
 
-// True when the peer closed its side (or the socket failed).
-bool PeerGone(int fd) {
-  pollfd p{fd, POLLIN, 0};
-  if (poll(&p, 1, 0) <= 0) return false;
-  if (p.revents & (POLLHUP | POLLERR)) return true;
-  char c;
-  return recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+ private:
+  std::mutex mu_;
+  std::vector<std::thread> threads_;  // Guarded by mu_
+};
+
+// Pseudo-headers httplib adds to every request it parsed; no client sent them.
+bool IsAddedByHttplib(const std::string& name) {
+  return name == "REMOTE_ADDR" || name == "REMOTE_PORT" || name == "LOCAL_ADDR" || name == "LOCAL_PORT";
 }
 
 }  // namespace
@@ -50,21 +55,47 @@ std::string RecordedRequest::Header(const std::string& name) const {
   return it == headers.end() ? "" : it->second;
 }
 
-HttpServer::HttpServer(Policy policy) : policy_(std::move(policy)) {
-  listen_fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (listen_fd_ < 0) throw std::runtime_error("HttpServer: socket failed");
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  if (bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || listen(listen_fd_, 128) != 0) {
-    close(listen_fd_);
-    throw std::runtime_error(std::string("HttpServer: bind/listen failed: ") + std::strerror(errno));
-  }
-  socklen_t len = sizeof addr;
-  getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len);
-  port_ = ntohs(addr.sin_port);
-  acceptor_ = std::thread([this] { AcceptLoop(); });
+HttpServer::HttpServer(Policy policy) : server_(std::make_unique<httplib::Server>()), policy_(std::move(policy)) {
+  server_->new_task_queue = [] { return new ThreadPerConnection(); };
+  int listening_fd = -1;
+  server_->set_socket_options([&listening_fd](int fd) {  // no SO_REUSEPORT: a port is one server's
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    listening_fd = fd;
+  });
+  server_->set_keep_alive_max_count(1);  // one request per connection
+  server_->set_keep_alive_timeout(2);    // a connection that sends nothing, at most this
+  server_->set_read_timeout(10, 0);
+  auto handler = [this](const httplib::Request& in, httplib::Response& out) {
+    RecordedRequest req;
+    req.arrived = std::chrono::steady_clock::now();
+    req.method = in.method;
+    req.target = in.target;
+    for (const auto& [name, value] : in.headers) {
+      if (!IsAddedByHttplib(name)) req.headers[Lower(name)] = value;
+    }
+    req.body = in.body;
+    Reply reply = Handle(std::move(req));
+    out.status = reply.status;
+    out.set_content(reply.body, "text/plain");
+  };
+  const std::string any = ".*";
+  server_->Get(any, handler);
+  server_->Post(any, handler);
+  server_->Put(any, handler);
+  server_->Patch(any, handler);
+  server_->Delete(any, handler);
+  server_->Options(any, handler);
+  port_ = server_->bind_to_any_port("127.0.0.1");
+  if (port_ <= 0) throw std::runtime_error("HttpServer: cannot bind 127.0.0.1:0");
+  // Debian's libcpp-httplib is built with a backlog of 5 (CPPHTTPLIB_LISTEN_BACKLOG, fixed
+  // in the shared library): a burst of clients on a busy host would overflow it and wait
+  // a second for the SYN-ACK retransmission. Raise it on httplib's own socket.
+  if (listen(listening_fd, kBacklog) != 0) throw std::runtime_error("HttpServer: cannot raise the listen backlog");
+  listener_ = std::thread([this] {
+    server_->listen_after_bind();
+    serving_done_.store(true);
+  });
 }
 
 HttpServer::~HttpServer() {
@@ -73,14 +104,30 @@ HttpServer::~HttpServer() {
     stopping_ = true;
   }
   released_cv_.notify_all();
-  acceptor_.join();
-  std::vector<std::thread> workers;
-  {
-    std::lock_guard<std::mutex> lock{mu_};
-    workers.swap(workers_);
+  // httplib's stop() acts only once the listen loop runs: wait for it to start (it does
+  // at once), unless it has already ended.
+  while (!server_->is_running() && !serving_done_.load()) std::this_thread::yield();
+  server_->stop();
+  listener_.join();  // joins the connection threads too
+}
+
+Reply HttpServer::Handle(RecordedRequest req) {
+  std::unique_lock<std::mutex> lock{mu_};
+  req.index = static_cast<int>(requests_.size());
+  requests_.push_back(req);
+  max_open_ = std::max(max_open_, ++open_);
+  Policy policy = policy_;
+  lock.unlock();
+  Reply reply = policy(req);
+  lock.lock();
+  if (reply.hold) {
+    ++held_;
+    unsigned generation = release_generation_;
+    released_cv_.wait(lock, [&] { return stopping_ || release_generation_ != generation; });
+    --held_;
   }
-  for (auto& t : workers) t.join();
-  close(listen_fd_);
+  --open_;
+  return reply;
 }
 
 std::string HttpServer::Url(const std::string& path) const {
@@ -134,89 +181,33 @@ Policy HttpServer::HoldAll(int status_on_release) {
   return [status_on_release](const RecordedRequest&) { return Reply{status_on_release, "late", true}; };
 }
 
-void HttpServer::AcceptLoop() {
-  while (true) {
-    {
-      std::lock_guard<std::mutex> lock{mu_};
-      if (stopping_) return;
-    }
-    pollfd p{listen_fd_, POLLIN, 0};
-    if (poll(&p, 1, 20) <= 0) continue;
-    int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-    if (fd < 0) continue;
-    std::lock_guard<std::mutex> lock{mu_};
-    workers_.emplace_back([this, fd] {
-      Serve(fd);
-      close(fd);
-    });
+HttpAnswer HttpGet(int port, const std::string& path) {
+  httplib::Client client{"127.0.0.1", port};
+  client.set_connection_timeout(5, 0);
+  client.set_read_timeout(5, 0);
+  HttpAnswer answer;
+  if (auto res = client.Get(path.c_str())) {
+    answer.status = res->status;
+    answer.body = res->body;
+  } else {
+    answer.error = httplib::to_string(res.error());
   }
+  return answer;
 }
 
-void HttpServer::Serve(int fd) {
-  timeval tv{10, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  std::string data;
-  char buf[8192];
-  size_t head_end;
-  while ((head_end = data.find("\r\n\r\n")) == std::string::npos) {
-    ssize_t n = recv(fd, buf, sizeof buf, 0);
-    if (n <= 0) return;
-    data.append(buf, static_cast<size_t>(n));
-  }
-  RecordedRequest req;
-  std::string head = data.substr(0, head_end);
-  size_t line_end = head.find("\r\n");
-  std::string request_line = head.substr(0, line_end);
-  auto sp1 = request_line.find(' ');
-  auto sp2 = request_line.find(' ', sp1 + 1);
-  req.method = request_line.substr(0, sp1);
-  req.target = request_line.substr(sp1 + 1, sp2 - sp1 - 1);
-  size_t pos = line_end == std::string::npos ? head.size() : line_end + 2;
-  while (pos < head.size()) {
-    size_t eol = head.find("\r\n", pos);
-    if (eol == std::string::npos) eol = head.size();
-    std::string line = head.substr(pos, eol - pos);
-    auto colon = line.find(':');
-    if (colon != std::string::npos) req.headers[Lower(line.substr(0, colon))] = Trim(line.substr(colon + 1));
-    pos = eol + 2;
-  }
-  req.arrived = std::chrono::steady_clock::now();
-  size_t length = req.headers.count("content-length") ? std::stoul(req.headers["content-length"]) : 0;
-  req.body = data.substr(head_end + 4);
-  while (req.body.size() < length) {
-    ssize_t n = recv(fd, buf, sizeof buf, 0);
-    if (n <= 0) return;
-    req.body.append(buf, static_cast<size_t>(n));
-  }
-
-  Reply reply;
-  {
-    std::unique_lock<std::mutex> lock{mu_};
-    req.index = static_cast<int>(requests_.size());
-    requests_.push_back(req);
-    max_open_ = std::max(max_open_, ++open_);
-    Policy policy = policy_;
-    lock.unlock();
-    reply = policy(req);
-    lock.lock();
-    if (reply.hold) {
-      ++held_;
-      unsigned generation = release_generation_;
-      while (!stopping_ && release_generation_ == generation) {
-        released_cv_.wait_for(lock, std::chrono::milliseconds(20));
-        lock.unlock();
-        bool gone = PeerGone(fd);
-        lock.lock();
-        if (gone) break;
-      }
-      --held_;
-    }
-    --open_;
-  }
-  std::string response = "HTTP/1.1 " + std::to_string(reply.status) + " Status\r\nContent-Type: text/plain\r\n"
-                         "Content-Length: " + std::to_string(reply.body.size()) +
-                         "\r\nConnection: close\r\n\r\n" + reply.body;
-  SendAll(fd, response);
+int WaitForMetricsPort(const Process& process, std::chrono::milliseconds deadline) {
+  static const std::regex kServing{R"(serving /metrics /healthz /readyz port=(\d+))"};
+  int port = 0;
+  WaitUntil(
+      [&] {
+        std::smatch m;
+        std::string log = process.Stderr();
+        if (!std::regex_search(log, m, kServing)) return false;
+        port = std::stoi(m[1].str());
+        return true;
+      },
+      deadline);
+  return port;
 }
 
 }  // namespace outbox::test

@@ -1,15 +1,21 @@
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
+namespace httplib { class Server; }
+
 namespace outbox::test {
+
+class Process;
 
 // One request as the server received it.
 struct RecordedRequest {
@@ -28,18 +34,20 @@ struct RecordedRequest {
 struct Reply {
   int status = 200;
   std::string body = "ok";
-  // Keep the request open (no answer) until ReleaseHeld(), the server's destruction, or
-  // the client going away; then answer with status/body.
+  // Keep the request open (no answer) until ReleaseHeld() or the server's destruction;
+  // then answer with status/body (to nobody if the client went away meanwhile).
   bool hold = false;
 };
 
 using Policy = std::function<Reply(const RecordedRequest&)>;
 
-// A tiny scriptable HTTP/1.1 server on 127.0.0.1 for tests: one thread per connection,
-// one request per connection (answers carry Connection: close). Records every request.
+// A scriptable HTTP server (cpp-httplib) on 127.0.0.1, port chosen by the kernel (no
+// free-port race): one thread per connection, one request per connection (answers carry
+// Connection: close). Records every request, whatever its method and path.
 class HttpServer {
  public:
   explicit HttpServer(Policy policy = Always(200));
+  // Answers the requests still held, stops accepting and joins every thread.
   ~HttpServer();
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
@@ -51,7 +59,7 @@ class HttpServer {
   void SetPolicy(Policy policy);
   std::vector<RecordedRequest> Requests() const;
   int RequestCount() const;
-  // Requests held open right now (clients that went away are not counted).
+  // Requests held open right now.
   int Held() const;
   // Most requests open at the same time so far.
   int MaxConcurrent() const;
@@ -66,15 +74,14 @@ class HttpServer {
   static Policy HoldAll(int status_on_release = 200);
 
  private:
-  void AcceptLoop();
-  void Serve(int fd);
+  Reply Handle(RecordedRequest req);
 
-  int listen_fd_ = -1;
+  std::unique_ptr<httplib::Server> server_;
   int port_ = 0;
   mutable std::mutex mu_;
   std::condition_variable released_cv_;
   // Guarded by mu_: policy_, requests_, held_, open_, max_open_, release_generation_,
-  // stopping_, workers_.
+  // stopping_.
   Policy policy_;
   std::vector<RecordedRequest> requests_;
   int held_ = 0;
@@ -82,8 +89,22 @@ class HttpServer {
   int max_open_ = 0;
   unsigned release_generation_ = 0;
   bool stopping_ = false;
-  std::vector<std::thread> workers_;
-  std::thread acceptor_;
+  std::atomic<bool> serving_done_{false};  // the listen loop returned
+  std::thread listener_;                   // last: starts after every member above exists
 };
+
+// What an HTTP GET got: status 0 when nothing answered (error says why).
+struct HttpAnswer {
+  int status = 0;
+  std::string body;
+  std::string error;
+};
+// GET http://127.0.0.1:port + path (cpp-httplib's client), 5 s timeouts.
+HttpAnswer HttpGet(int port, const std::string& path);
+
+// The port an outbox-relay process bound for --metrics-listen HOST:0, read from its log
+// line "serving /metrics /healthz /readyz port=N"; 0 if it did not appear within
+// `deadline` (scaled).
+int WaitForMetricsPort(const Process& process, std::chrono::milliseconds deadline = std::chrono::seconds(30));
 
 }  // namespace outbox::test

@@ -5,6 +5,8 @@
 #include <librdkafka/rdkafka_mock.h>
 #include <unistd.h>
 
+#include "kafka_handles.h"
+
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -18,69 +20,62 @@ KafkaCluster::KafkaCluster(int brokers) {
     bootstrap_ = real;
     return;
   }
-  char err[512];
-  rd_kafka_conf_t* conf = rd_kafka_conf_new();
-  rd_kafka_conf_set(conf, "log_level", "3", err, sizeof err);
-  handle_ = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
-  if (!handle_) throw std::runtime_error(std::string("rd_kafka_new: ") + err);
-  mock_ = rd_kafka_mock_cluster_new(handle_, brokers);
+  handle_.reset(NewKafkaClient(RD_KAFKA_PRODUCER, {{"log_level", "3"}}).release());
+  mock_.reset(rd_kafka_mock_cluster_new(handle_.get(), brokers));
   if (!mock_) throw std::runtime_error("rd_kafka_mock_cluster_new failed");
-  bootstrap_ = rd_kafka_mock_cluster_bootstraps(mock_);
+  bootstrap_ = rd_kafka_mock_cluster_bootstraps(mock_.get());
 }
 
-KafkaCluster::~KafkaCluster() {
-  if (mock_) rd_kafka_mock_cluster_destroy(mock_);
-  if (handle_) rd_kafka_destroy(handle_);
+KafkaCluster::~KafkaCluster() = default;
+
+void KafkaCluster::HandleDeleter::operator()(rd_kafka_s* rk) const { rd_kafka_destroy(rk); }
+void KafkaCluster::MockDeleter::operator()(rd_kafka_mock_cluster_s* mock) const {
+  rd_kafka_mock_cluster_destroy(mock);
 }
 
 void KafkaCluster::CreateTopic(const std::string& topic, int partitions) {
   if (mock_) {
-    if (rd_kafka_mock_topic_create(mock_, topic.c_str(), partitions, 1) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    if (rd_kafka_mock_topic_create(mock_.get(), topic.c_str(), partitions, 1) != RD_KAFKA_RESP_ERR_NO_ERROR) {
       throw std::runtime_error("mock topic create failed: " + topic);
     }
     return;
   }
   char err[512];
-  rd_kafka_conf_t* conf = rd_kafka_conf_new();
-  rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap_.c_str(), err, sizeof err);
-  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
-  if (!rk) throw std::runtime_error(std::string("rd_kafka_new: ") + err);
-  rd_kafka_NewTopic_t* nt = rd_kafka_NewTopic_new(topic.c_str(), partitions, -1, err, sizeof err);
-  rd_kafka_queue_t* q = rd_kafka_queue_new(rk);
-  rd_kafka_CreateTopics(rk, &nt, 1, nullptr, q);
-  rd_kafka_event_t* ev = rd_kafka_queue_poll(q, 30000);
+  auto rk = NewKafkaClient(RD_KAFKA_PRODUCER, {{"bootstrap.servers", bootstrap_}});
+  KafkaNewTopicPtr nt{rd_kafka_NewTopic_new(topic.c_str(), partitions, -1, err, sizeof err)};
+  if (!nt) throw std::runtime_error("create topic " + topic + ": " + err);
+  KafkaQueuePtr q{rd_kafka_queue_new(rk.get())};
+  rd_kafka_NewTopic_t* topics[] = {nt.get()};
+  rd_kafka_CreateTopics(rk.get(), topics, 1, nullptr, q.get());
+  KafkaEventPtr ev{rd_kafka_queue_poll(q.get(), 30000)};
   std::string failure;
   if (!ev) {
     failure = "timeout";
   } else {
     size_t n = 0;
     const rd_kafka_topic_result_t** res =
-        rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &n);
+        rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev.get()), &n);
     if (n == 1 && rd_kafka_topic_result_error(res[0]) != RD_KAFKA_RESP_ERR_NO_ERROR &&
         rd_kafka_topic_result_error(res[0]) != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
       failure = rd_kafka_topic_result_error_string(res[0]);
     }
-    rd_kafka_event_destroy(ev);
   }
-  rd_kafka_queue_destroy(q);
-  rd_kafka_NewTopic_destroy(nt);
-  rd_kafka_destroy(rk);
   if (!failure.empty()) throw std::runtime_error("create topic " + topic + ": " + failure);
 }
 
 void KafkaCluster::SetBrokerDown(std::int32_t broker_id) {
   if (!mock_) throw std::logic_error("SetBrokerDown needs the mock cluster");
-  rd_kafka_mock_broker_set_down(mock_, broker_id);
+  rd_kafka_mock_broker_set_down(mock_.get(), broker_id);
 }
 
 void KafkaCluster::SetBrokerUp(std::int32_t broker_id) {
   if (!mock_) throw std::logic_error("SetBrokerUp needs the mock cluster");
-  rd_kafka_mock_broker_set_up(mock_, broker_id);
+  rd_kafka_mock_broker_set_up(mock_.get(), broker_id);
 }
 
 void KafkaCluster::SetBrokerRtt(std::int32_t broker_id, int rtt_ms) {
   if (!mock_) throw std::logic_error("SetBrokerRtt needs the mock cluster");
-  rd_kafka_mock_broker_set_rtt(mock_, broker_id, rtt_ms);
+  rd_kafka_mock_broker_set_rtt(mock_.get(), broker_id, rtt_ms);
 }
 
 std::string UniqueTopic(const std::string& prefix) {

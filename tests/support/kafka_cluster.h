@@ -32,9 +32,16 @@ class KafkaCluster {
   void SetBrokerRtt(std::int32_t broker_id, int rtt_ms);
 
  private:
+  struct HandleDeleter {
+    void operator()(rd_kafka_s* rk) const;
+  };
+  struct MockDeleter {
+    void operator()(rd_kafka_mock_cluster_s* mock) const;
+  };
+
   std::string bootstrap_;
-  rd_kafka_s* handle_ = nullptr;
-  rd_kafka_mock_cluster_s* mock_ = nullptr;
+  std::unique_ptr<rd_kafka_s, HandleDeleter> handle_;             // the mock's host client
+  std::unique_ptr<rd_kafka_mock_cluster_s, MockDeleter> mock_;    // destroyed before handle_
 };
 
 // A topic name unique to the running test (Kafka topics outlive tests on real brokers).

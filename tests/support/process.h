@@ -40,9 +40,6 @@ struct RunResult {
 };
 RunResult RunProcess(std::vector<std::string> argv, std::map<std::string, std::string> extra_env = {});
 
-// A TCP port on 127.0.0.1 that was free a moment ago (for servers the test starts).
-int FreePort();
-
 // The outbox-relay binary under test, and the source tree.
 std::string RelayBinary();
 std::string SourceDir();

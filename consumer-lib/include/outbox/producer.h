@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <optional>
 #include <pqxx/pqxx>
 #include <string>
@@ -32,8 +33,8 @@ std::string Publish(pqxx::transaction_base& tx, std::string_view topic, std::opt
 //   3. outbox database:   CommitPrepared(o2, gid) (or RollbackPrepared if step 2 failed)
 //
 // If step 3 never arrives (crash, network), outbox-relay sends GET check_url?gid=<gid>
-// (after --check-after, then every --check-interval); serve it with QueryPrepared and
-// answer CheckBackAnswer(status). The message is published iff step 2 committed.
+// (after --check-after, then every --check-interval); serve it with AnswerCheckBack (or
+// QueryPrepared and CheckBackAnswer(status) inside a transaction of your own). The message is published iff step 2 committed.
 // All calls are idempotent: repeating one is harmless. Each throws pqxx::sql_error with
 // a clear message on bad input (invalid gid, topic, headers or check_url; payload over
 // the database setting outbox.max_prepared_payload, default 1 MiB), on commit of an
@@ -94,5 +95,38 @@ PreparedStatus QueryPrepared(pqxx::transaction_base& business_tx, std::string_vi
 const char* PreparedStatusName(PreparedStatus status);
 // The JSON body the relay expects: {"status":"committed"} or {"status":"rolled_back"}.
 std::string CheckBackAnswer(PreparedStatus status);
+
+// An HTTP answer to a check-back request, ready to send with any HTTP server library.
+struct CheckBackReply {
+  // 200: body is {"status":"committed"|"rolled_back"|"pending"};
+  // 400: the gid is missing or invalid (1..128 characters without spaces or control
+  //      characters), body {"error":"..."}, nothing was written;
+  // 500: the database failed, body {"error":"database error"}; the relay asks again.
+  int http_status = 200;
+  std::string body;              // JSON; send with Content-Type: application/json
+  std::string error;             // why it is not 200, for the caller's log; never sent
+};
+
+// The whole check-back endpoint behind GET check_url?gid=<gid>: validates gid (the
+// decoded query parameter, empty when absent), runs QueryPrepared in a READ COMMITTED
+// transaction of its own on `business` with SET LOCAL lock_timeout = lock_timeout,
+// commits, and returns the answer. A business transaction that holds gid longer than
+// lock_timeout is answered "pending" (the relay asks again after --check-interval):
+// keep lock_timeout well below the relay's --check-timeout (10 s by default).
+// Database failures are answers (500), not exceptions; after a broken connection
+// (business.is_open() is false) open a new one. `business` must have no transaction
+// open; one connection serves one request at a time. Throws outbox::Error only if
+// lock_timeout is not positive.
+//   server.Get("/check", [&](const httplib::Request& req, httplib::Response& res) {
+//     auto reply = outbox::AnswerCheckBack(business_conninfo, req.get_param_value("gid"));
+//     res.status = reply.http_status;
+//     res.set_content(reply.body, "application/json");
+//   });
+CheckBackReply AnswerCheckBack(pqxx::connection& business, std::string_view gid,
+                               std::chrono::milliseconds lock_timeout = std::chrono::seconds(3));
+// The same on a connection opened for this one answer (and closed after it); a
+// connection that cannot be opened is answered 500. Thread-safe.
+CheckBackReply AnswerCheckBack(const std::string& business_conninfo, std::string_view gid,
+                               std::chrono::milliseconds lock_timeout = std::chrono::seconds(3));
 
 }  // namespace outbox

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <chrono>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -35,5 +36,29 @@ std::vector<std::string> Validate(const RetryPolicy& policy, const std::string& 
 // the point in the jitter range (0 = the longest delay, the base). Pure: testable.
 std::chrono::milliseconds BackoffDelay(const RetryPolicy& policy, int failed_attempt,
                                        double unit_random);
+
+// Reconnect backoff: the wait before the next attempt to reach a server (PostgreSQL,
+// Kafka, an HTTP endpoint) after consecutive failures, drawn with BackoffDelay from
+// `policy` (its max_attempts is ignored: reconnecting never gives up). A success starts
+// over from policy.initial_delay. Not thread-safe: one per connection owner.
+class ReconnectBackoff {
+ public:
+  // 100 ms, doubling up to 5 s, jitter 0.2: the relay's and the consumer's reconnects.
+  ReconnectBackoff();
+  // Throws outbox::Error if Validate(policy) finds a problem.
+  explicit ReconnectBackoff(const RetryPolicy& policy);
+
+  // Records a failed attempt; returns how long to wait before the next one.
+  std::chrono::milliseconds Failed();
+  // Records a success: the next failure waits policy.initial_delay again.
+  void Succeeded() { failures_ = 0; }
+  // Failures since the last success.
+  int failures() const { return failures_; }
+
+ private:
+  RetryPolicy policy_;
+  int failures_ = 0;
+  std::minstd_rand rng_;
+};
 
 }  // namespace outbox
