@@ -88,7 +88,7 @@ echo "migrated: bank_a has the outbox (outbox.publish), bank_b the inbox (dedup 
 
 start_relay() {  # start_relay LOGNAME
   "$RELAY" run --db "$DB_A" --brokers "$BROKERS" --poll-interval 50ms --rebalance-interval 200ms \
-    --metrics-listen 127.0.0.1:0 >"$WORK/$1.out" 2>"$WORK/$1.log" &
+    --metrics-listen 127.0.0.1:0 --egress-allow 127.0.0.1 >"$WORK/$1.out" 2>"$WORK/$1.log" &
   RELAY_PID=$!
 }
 start_consumer() {  # start_consumer N

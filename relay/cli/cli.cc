@@ -10,6 +10,7 @@
 #include "common/errors.h"
 #include "common/host_port.h"
 #include "kafka/kafka_settings.h"
+#include "webhooks/egress_policy.h"
 
 extern char** environ;
 
@@ -66,6 +67,15 @@ const std::vector<Option<Invocation>>& CommonOptions() {
            Choice("log-format", &LogConfig::json, {{"text", false}, {"json", true}}, "FORMAT", "log line format")),
   };
   return kOptions;
+}
+
+Problems CheckEgress(const std::string& value) {
+  try {
+    EgressPolicy::Parse(value);
+  } catch (const ConfigError& e) {
+    return e.problems();
+  }
+  return {};
 }
 
 Problems CheckListen(const std::string& value) {
@@ -199,6 +209,8 @@ const std::vector<CommandSpec>& Commands() {
                           "half messages: timeout of one check-back request"),
                  Int("check-concurrency", &RunConfig::check_concurrency, 1, 1000,
                      "half messages: check-back requests in flight at once"),
+                 Text("egress-allow", &RunConfig::egress_allow, "LIST",
+                      "hosts and CIDRs check-backs may call besides public addresses", "none", CheckEgress),
              }),
       Define("status", Command::kStatus, "outbox-relay status --db CONNINFO [--json]",
              "pending messages per lane, dead letters, half messages, notifications",
@@ -233,6 +245,8 @@ const std::vector<CommandSpec>& Commands() {
                           "delete delivered/exhausted notifications older than this; 0s = keep them"),
                  Duration("retention-interval", &NotifyConfig::retention_interval, seconds{1}, hours{24},
                           "run retention this often"),
+                 Text("egress-allow", &NotifyConfig::egress_allow, "LIST",
+                      "hosts and CIDRs notifications may call besides public addresses", "none", CheckEgress),
              },
              false, Finish<NotifyConfig>{FinishNotify}),
       Define("dev-kafka", Command::kDevKafka, "outbox-relay dev-kafka [--broker-count N] [--brokers-file PATH]",

@@ -40,6 +40,9 @@ struct RunConfig {
   int check_max = 15;                               // half messages: checks before parking
   std::chrono::milliseconds check_timeout{10000};  // half messages: one whole check-back GET
   int check_concurrency = 16;                       // half messages: checks in flight at once
+  // Hosts and CIDRs check-back requests may reach besides public addresses (loopback,
+  // private, link-local, ... are refused at connect time unless listed; docs/security.md).
+  std::string egress_allow;
 };
 
 struct StatusConfig {
@@ -62,6 +65,8 @@ struct NotifyConfig {
   std::chrono::milliseconds stats_interval{5000};    // backlog metrics refresh
   std::chrono::milliseconds retention{7 * 24 * 3600 * 1000LL};  // keep finished rows; 0 = forever
   std::chrono::milliseconds retention_interval{600000};         // how often to purge
+  // Hosts and CIDRs notifications may reach besides public addresses (docs/security.md).
+  std::string egress_allow;
 };
 
 struct DevKafkaConfig {

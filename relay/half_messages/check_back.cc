@@ -118,6 +118,7 @@ CheckBack::CheckBack(const RunConfig& config, std::shared_ptr<spdlog::logger> lo
       // A claim must outlive the request it covers (plus recording the answer), or a
       // second relay could check the same half message while the first still waits.
       lease_(config.check_timeout * 2 + milliseconds{1000}),
+      egress_(EgressPolicy::Parse(config.egress_allow)),
       http_(std::make_unique<internal::HttpMulti>()) {
   thread_ = std::thread([this] { Loop(); });
 }
@@ -249,6 +250,7 @@ int CheckBack::Claim(int max_rows) {
     req.connect_timeout = std::min(config_.check_timeout, milliseconds{5000});
     req.total_timeout = config_.check_timeout;
     req.user_agent = "outbox-relay-checkback";
+    req.egress = &egress_;
     auto tag = next_tag_++;
     log_->debug("check-back sent gid={} host={} attempt={}", f.gid, f.host, f.attempt);
     in_flight_.emplace(tag, std::move(f));

@@ -12,6 +12,7 @@
 #include <outbox/retry.h>
 
 #include "common/config.h"
+#include "webhooks/egress_policy.h"
 #include "ops/relay_metrics.h"
 
 namespace spdlog { class logger; }
@@ -94,6 +95,7 @@ class CheckBack {
   std::shared_ptr<spdlog::logger> log_;
   RelayMetrics& metrics_;
   std::chrono::milliseconds lease_;
+  const EgressPolicy egress_;  // which addresses check-back requests may reach
   std::atomic<bool> stopping_{false};
   // Owned by the thread (Stop() only calls its thread-safe Wakeup()).
   std::unique_ptr<internal::HttpMulti> http_;

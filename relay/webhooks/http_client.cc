@@ -1,6 +1,9 @@
 #include "webhooks/http_client.h"
 
+#include "webhooks/egress_policy.h"
+
 #include <curl/curl.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <map>
@@ -44,7 +47,37 @@ struct Transfer {
   HttpResponse response;
   char error[CURL_ERROR_SIZE] = {};
   Clock::time_point start;
+  const relay::EgressPolicy* egress = nullptr;  // null: public addresses only
+  std::string url_host;                          // the URL's host, for allowed host names
+  std::string egress_refusal;                    // why a connection was refused, if one was
 };
+
+// Every connection libcurl opens passes here with the resolved address: the egress
+// policy is applied at connect time, so DNS rebinding cannot get round it.
+curl_socket_t OnOpenSocket(void* user, curlsocktype, curl_sockaddr* address) {
+  auto* t = static_cast<Transfer*>(user);
+  static const relay::EgressPolicy kPublicOnly;
+  const auto& policy = t->egress ? *t->egress : kPublicOnly;
+  if (auto why = policy.Refusal(t->url_host, &address->addr)) {
+    t->egress_refusal = *why;
+    return CURL_SOCKET_BAD;
+  }
+  return ::socket(address->family, address->socktype, address->protocol);
+}
+
+std::string UrlHost(const std::string& url) {
+  std::string host;
+  if (CURLU* u = curl_url()) {
+    char* h = nullptr;
+    if (curl_url_set(u, CURLUPART_URL, url.c_str(), 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_HOST, &h, 0) == CURLUE_OK && h) {
+      host = h;
+      curl_free(h);
+    }
+    curl_url_cleanup(u);
+  }
+  return host;
+}
 
 size_t OnBody(char* data, size_t size, size_t n, void* user) {
   auto* t = static_cast<Transfer*>(user);
@@ -71,6 +104,10 @@ std::unique_ptr<Transfer> Prepare(std::uint64_t tag, const HttpRequest& req) {
   if (!t->easy) throw std::runtime_error("libcurl: curl_easy_init failed");
   CURL* h = t->easy.get();
   t->max_response = req.max_response_bytes;
+  t->egress = req.egress;
+  t->url_host = UrlHost(req.url);
+  Set(h, CURLOPT_OPENSOCKETFUNCTION, &OnOpenSocket);
+  Set(h, CURLOPT_OPENSOCKETDATA, static_cast<void*>(t.get()));
   t->timeout_ms = static_cast<long>(req.total_timeout.count());
   Set(h, CURLOPT_URL, req.url.c_str());
   Set(h, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -127,7 +164,9 @@ void Complete(Transfer& t, CURLcode rc) {
     return;
   }
   t.response.status = 0;
-  if (rc == CURLE_OPERATION_TIMEDOUT) {
+  if (!t.egress_refusal.empty()) {
+    t.response.error = t.egress_refusal;
+  } else if (rc == CURLE_OPERATION_TIMEDOUT) {
     t.response.error = "timeout after " + std::to_string(t.timeout_ms) + " ms";
     if (t.error[0]) t.response.error += std::string(" (") + t.error + ")";
   } else {

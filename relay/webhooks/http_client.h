@@ -11,6 +11,10 @@
 #include <utility>
 #include <vector>
 
+namespace outbox::relay {
+class EgressPolicy;
+}
+
 namespace outbox::internal {
 
 struct HttpRequest {
@@ -23,6 +27,9 @@ struct HttpRequest {
   std::chrono::milliseconds total_timeout{10000};           // whole exchange
   std::size_t max_response_bytes = 64 * 1024;              // the rest is read and dropped
   std::string user_agent = "outbox-relay";
+  // Which addresses may be connected to (not owned; must outlive the request); null =
+  // public addresses only. A refused connection is an `error` naming the reason.
+  const relay::EgressPolicy* egress = nullptr;
 };
 
 struct HttpResponse {

@@ -7,6 +7,8 @@
 #include <nlohmann/json.hpp>
 #include <outbox/retry.h>
 
+#include "common/errors.h"
+#include "webhooks/egress_policy.h"
 #include "webhooks/http_client.h"
 
 namespace outbox {
@@ -87,6 +89,11 @@ std::vector<std::string> Validate(const NotifierOptions& o) {
   if (o.stats_interval <= milliseconds::zero()) p.push_back("stats_interval must be positive");
   if (o.retention < milliseconds::zero()) p.push_back("retention must not be negative");
   if (o.retention_interval <= milliseconds::zero()) p.push_back("retention_interval must be positive");
+  try {
+    relay::EgressPolicy::Parse(o.egress_allow);
+  } catch (const relay::ConfigError& e) {
+    for (const auto& problem : e.problems()) p.push_back(problem);
+  }
   return p;
 }
 
@@ -107,7 +114,7 @@ struct Finished {
 }  // namespace
 
 struct Notifier::Impl {
-  explicit Impl(NotifierOptions o) : opt(std::move(o)) {}
+  explicit Impl(NotifierOptions o) : opt(std::move(o)), egress(relay::EgressPolicy::Parse(opt.egress_allow)) {}
 
   void Run();
   bool Connected() const { return conn != nullptr; }
@@ -120,6 +127,7 @@ struct Notifier::Impl {
   void Report(const std::function<void()>& call);
 
   const NotifierOptions opt;
+  const relay::EgressPolicy egress;  // which addresses requests may reach
   std::atomic<bool> stop{false};
   internal::HttpMulti http;
 
@@ -210,6 +218,7 @@ void Notifier::Impl::Claim() {
     req.total_timeout = opt.request_timeout;
     req.max_response_bytes = kResponseExcerpt;
     req.user_agent = opt.user_agent;
+    req.egress = &egress;
     bool has_type = false;
     const auto headers = nlohmann::json::parse(row[6].as<std::string>());
     for (const auto& [name, value] : headers.items()) {

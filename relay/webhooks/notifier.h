@@ -58,6 +58,9 @@ struct NotifierOptions {
   std::chrono::milliseconds retention{std::chrono::hours(24 * 7)};
   std::chrono::milliseconds retention_interval{std::chrono::minutes(10)};
   std::string user_agent = "outbox-notifier";
+  // Hosts and CIDRs requests may reach besides public addresses (comma-separated; empty =
+  // public addresses only). See relay/webhooks/egress_policy.h.
+  std::string egress_allow;
 
   // Callbacks run on the thread that called Run(); keep them quick and don't throw.
   std::function<void(const NotificationAttempt&)> on_attempt;    // every finished attempt

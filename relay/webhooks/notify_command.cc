@@ -130,6 +130,7 @@ int RunNotifyCommand(const NotifyConfig& config, spdlog::logger& log) {
   opt.retention = config.retention;
   opt.retention_interval = config.retention_interval;
   opt.user_agent = "outbox-relay-notify";
+  opt.egress_allow = config.egress_allow;
   // URLs and header values may hold secrets: logs show the id and host:port only.
   opt.on_attempt = [&](const NotificationAttempt& a) {
     metrics.attempt_latency.Observe(static_cast<double>(a.latency.count()) / 1e6);

@@ -53,7 +53,8 @@ class HalfMessageE2e : public ::testing::Test {
         {"--check-after", "100ms"},   {"--check-interval", "100ms"},     {"--check-max", "3"},
         {"--check-timeout", "5s"}};
     for (auto& [k, v] : options) all[k] = v;
-    std::vector<std::string> argv = {test::RelayBinary(), "run", "--db", db_, "--brokers", kafka_.bootstrap()};
+    std::vector<std::string> argv = {test::RelayBinary(), "run", "--db", test::As(test::Login::kRelay, db_),
+                                     "--brokers", kafka_.bootstrap(), "--egress-allow", "127.0.0.1"};
     for (auto& [k, v] : all) {
       argv.push_back(k);
       argv.push_back(v);

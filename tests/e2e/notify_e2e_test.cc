@@ -58,7 +58,7 @@ class NotifyCommand : public ::testing::Test {
     std::map<std::string, std::string> all = {
         {"--poll-interval", "20ms"}, {"--request-timeout", "3s"}, {"--lease", "4s"}};
     for (auto& [k, v] : options) all[k] = v;
-    std::vector<std::string> argv = {RelayBinary(), "notify", "--db", db_};
+    std::vector<std::string> argv = {RelayBinary(), "notify", "--db", test::As(test::Login::kRelay, db_), "--egress-allow", "127.0.0.1"};
     for (auto& [k, v] : all) {
       argv.push_back(k);
       argv.push_back(v);

@@ -95,7 +95,9 @@ class TransferPipeline : public ::testing::Test {
   std::unique_ptr<test::Process> StartRelay() {
     std::vector<std::string> argv = {test::RelayBinary(), "run", "--db", outbox_db_, "--brokers", kafka_.bootstrap(),
                                      "--poll-interval", "50ms", "--rebalance-interval", "200ms",
-                                     "--stats-interval", "500ms", "--metrics-listen", "127.0.0.1:0"};
+                                     "--stats-interval", "500ms", "--metrics-listen", "127.0.0.1:0",
+                                     // bank A's check-back endpoint listens on loopback
+                                     "--egress-allow", "127.0.0.1"};
     if (half_) {
       // Check back soon and keep checking: the chaos leaves undecided half messages.
       for (const char* a : {"--check-after", "1s", "--check-interval", "1s", "--check-max", "1000",

@@ -3,6 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "webhooks/egress_policy.h"
 #include "webhooks/http_client.h"
 #include "http_server.h"
 #include "wait.h"
@@ -14,9 +15,38 @@ using ::testing::HasSubstr;
 using std::chrono_literals::operator""ms;
 using std::chrono_literals::operator""s;
 
+// The test receivers listen on loopback, which the default egress policy refuses.
+const relay::EgressPolicy& LocalServers() {
+  static const auto policy = relay::EgressPolicy::Parse("127.0.0.1");
+  return policy;
+}
+
+TEST(NotifyHttpClient, LoopbackIsRefusedAtConnectTimeUnlessAllowed) {
+  test::HttpServer server{[](const test::RecordedRequest&) { return test::Reply{200, "ok", false}; }};
+  HttpRequest req;
+  req.url = server.Url("/hook");
+  auto refused = Perform(req);  // default: public addresses only
+  EXPECT_EQ(refused.status, 0);
+  EXPECT_THAT(refused.error, HasSubstr("refused by the egress policy: 127.0.0.1 is loopback"));
+  EXPECT_TRUE(server.Requests().empty());
+  // Any spelling of loopback resolves to the same address and is refused the same way.
+  auto port = server.Url("/").substr(server.Url("/").rfind(':') + 1);
+  for (std::string host : {"2130706433", "0x7f.1", "127.1", "localhost"}) {
+    HttpRequest odd;
+    odd.url = "http://" + host + ":" + port;
+    auto r = Perform(odd);
+    EXPECT_EQ(r.status, 0) << host;
+    EXPECT_THAT(r.error, HasSubstr("refused by the egress policy")) << host;
+  }
+  EXPECT_TRUE(server.Requests().empty());
+  req.egress = &LocalServers();
+  EXPECT_EQ(Perform(req).status, 200);
+}
+
 TEST(NotifyHttpClient, GetReturnsStatusBodyAndLatency) {
   test::HttpServer server{[](const test::RecordedRequest&) { return test::Reply{202, "accepted-body", false}; }};
   HttpRequest req;
+  req.egress = &LocalServers();
   req.url = server.Url("/check?gid=g1");
   req.headers = {{"X-Trace", "t1"}, {"X-Empty", ""}};
   auto r = Perform(req);
@@ -37,6 +67,7 @@ TEST(NotifyHttpClient, GetReturnsStatusBodyAndLatency) {
 TEST(NotifyHttpClient, PostSendsTheBodyAsIsAndTruncatesLongAnswers) {
   test::HttpServer server{[](const test::RecordedRequest&) { return test::Reply{500, std::string(5000, 'e'), false}; }};
   HttpRequest req;
+  req.egress = &LocalServers();
   req.method = HttpRequest::Method::kPost;
   req.url = server.Url("/hook");
   req.body = std::string("bin\0\xff", 5) + std::string(4000, 'x');  // > 1 KiB: no Expect: 100-continue
@@ -60,6 +91,7 @@ TEST(NotifyHttpClient, TransportFailuresAreValuesNotExceptions) {
     closed_port = gone.port();
   }
   HttpRequest refused;
+  refused.egress = &LocalServers();
   refused.url = "http://127.0.0.1:" + std::to_string(closed_port) + "/";
   auto r = Perform(refused);
   EXPECT_EQ(r.status, 0);
@@ -67,6 +99,7 @@ TEST(NotifyHttpClient, TransportFailuresAreValuesNotExceptions) {
 
   test::HttpServer slow{test::HttpServer::HoldAll()};
   HttpRequest timed;
+  timed.egress = &LocalServers();
   timed.url = slow.Url("/");
   timed.total_timeout = 200ms;
   auto t = Perform(timed);
@@ -74,6 +107,8 @@ TEST(NotifyHttpClient, TransportFailuresAreValuesNotExceptions) {
   EXPECT_THAT(t.error, HasSubstr("timeout after 200 ms"));
 
   HttpRequest other_scheme;
+
+  other_scheme.egress = &LocalServers();
   other_scheme.url = "file:///etc/passwd";
   auto f = Perform(other_scheme);
   EXPECT_EQ(f.status, 0);
@@ -84,6 +119,7 @@ TEST(NotifyHttpClient, TransportFailuresAreValuesNotExceptions) {
 TEST(NotifyHttpClient, RedirectsAreNotFollowed) {
   test::HttpServer server{test::HttpServer::Always(302)};
   HttpRequest req;
+  req.egress = &LocalServers();
   req.url = server.Url("/");
   auto r = Perform(req);
   EXPECT_EQ(r.status, 302);
@@ -95,8 +131,10 @@ TEST(NotifyHttpClient, MultiRunsRequestsConcurrentlyOnOneThread) {
   test::HttpServer fast{test::HttpServer::Always(200)};
   HttpMulti multi;
   HttpRequest a;
+  a.egress = &LocalServers();
   a.url = slow.Url("/a");
   HttpRequest b;
+  b.egress = &LocalServers();
   b.url = fast.Url("/b");
   multi.Start(1, a);
   multi.Start(2, b);

@@ -102,6 +102,7 @@ class NotifyTest : public ::testing::Test {
   NotifierOptions FastOptions() {
     NotifierOptions o;
     o.conninfo = db_;
+    o.egress_allow = "127.0.0.1";  // the test receivers listen on loopback
     o.poll_interval = 20ms;
     o.request_timeout = 3s;
     o.connect_timeout = 1s;
