@@ -121,6 +121,13 @@ int Serve(const std::map<std::string, std::string>& f) {
 int main(int argc, char** argv) {
   try {
     std::string cmd = argc > 1 ? argv[1] : "";
+    if (cmd == "--help" || cmd == "-h" || cmd == "help") {
+      std::cout << "usage: outbox-example-half-message order --outbox-db C1 --business-db C2 --gid G --topic T\n"
+                   "         --check-url URL [--amount N] [--stop-before-commit] [--fail-local]\n"
+                   "       outbox-example-half-message serve --business-db C2 --listen HOST:PORT\n"
+                   "(docs/half-messages.md; the top of examples/half_message/main.cc explains each step)\n";
+      return 0;
+    }
     auto flags = ParseFlags(argc, argv, 2);
     if (cmd == "order") return Order(flags);
     if (cmd == "serve") return Serve(flags);

@@ -417,8 +417,10 @@ int main(int argc, char** argv) {
       Flags f{argc, argv, 2, {{"db", true}, {"listen", true}}};
       return transfer::Serve(f);
     }
-    std::cerr << "usage: transfer-bank-a setup|run|serve [options] (see docs/transfer.md)\n";
-    return cmd == "--help" || cmd == "-h" ? 0 : 2;
+    // --help: usage on stdout, exit 0; anything else is a usage error on stderr, exit 2.
+    bool help = cmd == "--help" || cmd == "-h";
+    (help ? std::cout : std::cerr) << "usage: transfer-bank-a setup|run|serve [options] (see docs/transfer.md)\n";
+    return help ? 0 : 2;
   } catch (const transfer::UsageError& e) {
     std::cerr << "transfer-bank-a " << cmd << ": " << e.what() << "\n";
     return 2;

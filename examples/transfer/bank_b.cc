@@ -136,8 +136,10 @@ int main(int argc, char** argv) {
                {"kafka-consumer", true}}};
       return transfer::Run(f);
     }
-    std::cerr << "usage: transfer-bank-b setup|run [options] (see docs/transfer.md)\n";
-    return cmd == "--help" || cmd == "-h" ? 0 : 2;
+    // --help: usage on stdout, exit 0; anything else is a usage error on stderr, exit 2.
+    bool help = cmd == "--help" || cmd == "-h";
+    (help ? std::cout : std::cerr) << "usage: transfer-bank-b setup|run [options] (see docs/transfer.md)\n";
+    return help ? 0 : 2;
   } catch (const std::exception& e) {
     std::cerr << "transfer-bank-b " << cmd << ": " << e.what() << "\n";
     return 1;

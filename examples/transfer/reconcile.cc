@@ -338,8 +338,10 @@ int main(int argc, char** argv) {
       Flags f{argc, argv, 2, {{"bank-a", true}, {"bank-b", true}, {"outbox-db", true}, {"topic", true}}};
       return transfer::ProgressCommand(f);
     }
-    std::cerr << "usage: transfer-reconcile check|progress [options] (see docs/transfer.md)\n";
-    return cmd == "--help" || cmd == "-h" ? 0 : 2;
+    // --help: usage on stdout, exit 0; anything else is a usage error on stderr, exit 2.
+    bool help = cmd == "--help" || cmd == "-h";
+    (help ? std::cout : std::cerr) << "usage: transfer-reconcile check|progress [options] (see docs/transfer.md)\n";
+    return help ? 0 : 2;
   } catch (const std::exception& e) {
     std::cerr << "transfer-reconcile " << cmd << ": " << e.what() << "\n";
     return 2;

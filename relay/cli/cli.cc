@@ -344,7 +344,15 @@ Environment ProcessEnvironment() {
 
 Invocation ParseCommandLine(const std::vector<std::string>& args, const Environment& env) {
   Invocation inv;
-  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+  if (args.empty()) {
+    // No command is a usage error (exit 2), not a request for help: a service started
+    // with an empty command line must not look like it ran fine.
+    std::string names;
+    for (const auto& c : Commands()) names += (names.empty() ? "" : ", ") + std::string(c.name);
+    throw ConfigError({"no command given: usage: outbox-relay <command> [options] (commands: " + names +
+                       "; see outbox-relay --help)"});
+  }
+  if (args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
     inv.command = Command::kHelp;
     inv.help_text = GeneralHelp();
     if (args.size() >= 2 && args[0] == "help") {

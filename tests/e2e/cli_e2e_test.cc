@@ -26,6 +26,13 @@ TEST(CliE2e, VersionAndHelpExitZero) {
   }
 }
 
+TEST(CliE2e, NoCommandIsUsageOnStderrAndExitTwo) {
+  auto r = RunProcess({RelayBinary()});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_EQ(r.out, "");
+  EXPECT_THAT(r.err, HasSubstr("no command given: usage: outbox-relay <command>"));
+}
+
 TEST(CliE2e, BadUsageExitsTwoWithOneLinePerProblem) {
   auto r = RunProcess({RelayBinary(), "run", "--lanes", "x", "--batch-size", "-1"}, {{"OUTBOX_DB", ""}});
   EXPECT_EQ(r.code, 2);

@@ -171,7 +171,9 @@ TEST(Cli, UnknownCommandNamesTheCommands) {
 }
 
 TEST(Cli, HelpAndVersion) {
-  EXPECT_EQ(ParseCommandLine({}, {}).command, Command::kHelp);
+  EXPECT_EQ(ParseCommandLine({"--help"}, {}).command, Command::kHelp);
+  // No command at all is a usage error (exit 2), naming the commands (issue 14).
+  EXPECT_THAT(ProblemsOf({}), Contains(AllOf(HasSubstr("no command given"), HasSubstr("run"))));
   EXPECT_EQ(ParseCommandLine({"--version"}, {}).command, Command::kVersion);
   auto help = ParseCommandLine({"run", "--help"}, {});
   EXPECT_EQ(help.command, Command::kHelp);
