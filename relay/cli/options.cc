@@ -1,9 +1,13 @@
 #include "cli/options.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <boost/program_options.hpp>
 #include <cctype>
+#include <cerrno>
 #include <charconv>
+#include <cstring>
 #include <fstream>
 #include <regex>
 #include <set>
@@ -181,7 +185,11 @@ LayeredValues Layer(const std::string& command, const std::vector<const OptionIn
     const std::string path = vm[config_option].as<std::string>();
     std::ifstream in{path};
     if (!in) {
-      problems.push_back("--" + config_option + ": cannot read '" + path + "'");
+      // Say why (permission denied, no such file): under systemd the file must be readable
+      // by the service's user, which is the usual cause.
+      int err = errno;
+      problems.push_back("--" + config_option + ": cannot read '" + path + "': " + std::strerror(err) +
+                         " (running as uid " + std::to_string(::geteuid()) + ")");
     } else {
       try {
         po::options_description every;  // names of every subcommand, so one file serves all

@@ -288,7 +288,8 @@ TEST(Cli, ExampleConfigDocumentsEveryRunOptionAndParses) {
   ASSERT_TRUE(in) << "ops/relay.conf.example missing";
   std::string line, uncommented;
   std::set<std::string> documented;
-  static const std::regex kLine{R"(^# ([a-z-]+) = (.*)$)"};
+  // Documented options: commented out ("# name = value") or set ("name = value").
+  static const std::regex kLine{R"(^(?:# )?([a-z-]+) = (.*)$)"};
   while (std::getline(in, line)) {
     std::smatch m;
     if (!std::regex_match(line, m, kLine)) continue;
