@@ -365,6 +365,9 @@ $$;
 
 -- ---- Notifications belong to the login that scheduled them ---------------------------
 ALTER TABLE inbox.notifications ADD COLUMN owner name NOT NULL DEFAULT session_user;
+-- Sent as the Notification-Uuid header: unique across databases (the id is a counter of
+-- this database), so a receiver fed by several databases can deduplicate on it.
+ALTER TABLE inbox.notifications ADD COLUMN uid uuid NOT NULL DEFAULT gen_random_uuid();
 
 -- Receivers and senders see only their own notifications; the relay role (the worker,
 -- operators) sees all. Another login's id gives the same answer as an unknown id.

@@ -195,8 +195,10 @@ void Notifier::Impl::Claim() {
   }
   pqxx::work tx{*conn};
   auto rows = tx.exec_params(
-      "SELECT id, attempt, max_attempts, url, host, body, headers::text, lease_token::text "
-      "FROM inbox.claim_notifications($1, $2::interval, $3, $4::text[], $5::integer[])",
+      "SELECT c.id, c.attempt, c.max_attempts, c.url, c.host, c.body, c.headers::text, c.lease_token::text, "
+      "n.uid::text "
+      "FROM inbox.claim_notifications($1, $2::interval, $3, $4::text[], $5::integer[]) AS c "
+      "JOIN inbox.notifications AS n ON n.id = c.id",
       free, IntervalParam(opt.lease), opt.max_per_host, TextArray(hosts), IntArray(counts));
   tx.commit();
   // Rows of hosts at their cap may have crowded the candidates out: look again at once
@@ -227,6 +229,9 @@ void Notifier::Impl::Claim() {
     }
     if (!has_type) req.headers.emplace_back("Content-Type", "application/octet-stream");
     req.headers.emplace_back("Notification-Id", std::to_string(c.id));
+    // Unique across databases (the id is a per-database counter): the key a receiver fed
+    // by several databases deduplicates on.
+    req.headers.emplace_back("Notification-Uuid", row[8].as<std::string>());
     req.headers.emplace_back("Notification-Attempt", std::to_string(c.attempt));
     std::uint64_t tag = next_tag++;
     try {

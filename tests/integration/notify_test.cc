@@ -415,6 +415,10 @@ TEST_F(NotifierWorker, DeliversOnTheAttemptAfterNFailuresFollowingTheSchedule) {
     EXPECT_EQ(r.target, "/hooks/paid?merchant=7");
     EXPECT_EQ(r.Header("Notification-Id"), std::to_string(id));
     EXPECT_EQ(r.Header("Notification-Attempt"), std::to_string(i + 1));
+    // The same uuid on every attempt, and it is the row's (unique across databases).
+    EXPECT_EQ(r.Header("Notification-Uuid"),
+              Scalar("SELECT uid::text FROM inbox.notifications WHERE id = " + std::to_string(id)));
+    EXPECT_THAT(r.Header("Notification-Uuid"), ::testing::MatchesRegex("[0-9a-f-]{36}"));
     EXPECT_EQ(r.Header("Content-Type"), "application/json");
     EXPECT_EQ(r.Header("X-Signature"), "abc123");
     EXPECT_EQ(r.body, std::string("{\"order\":42}\0\xff", 14));
