@@ -28,6 +28,7 @@ int main(int argc, char** argv) {
     return kExitOk;
   }
   auto log = MakeLogger(inv.log);
+  for (const auto& w : inv.warnings) log->warn("{}", w);
   try {
     return RunCommand(inv, log);
   } catch (const ConfigError& e) {

@@ -1,7 +1,10 @@
 #include "cli/cli.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
+#include <cstring>
+#include <fstream>
 #include <functional>
 #include <set>
 #include <sstream>
@@ -153,6 +156,45 @@ void FinishPrepared(const std::vector<std::string>& args, PreparedConfig& c, Pro
                problems);
 }
 
+// --kafka-conf-file: Java properties ("key=value" or "key: value" per line, '#' and '!'
+// comments, blank lines ignored), appended after --kafka-conf so flags win. Values are
+// never shown in problems: the file is where secrets live.
+void FinishRun(const std::vector<std::string>&, RunConfig& r, Problems& problems) {
+  if (r.kafka_conf_file.empty()) return;
+  std::ifstream in{r.kafka_conf_file};
+  if (!in) {
+    int err = errno;
+    problems.push_back("--kafka-conf-file: cannot read '" + r.kafka_conf_file + "': " + std::strerror(err));
+    return;
+  }
+  std::vector<std::string> entries;
+  int n = 0;
+  for (std::string line; std::getline(in, line);) {
+    ++n;
+    auto start = line.find_first_not_of(" \t\r");
+    if (start == std::string::npos || line[start] == '#' || line[start] == '!') continue;
+    line = line.substr(start);
+    while (!line.empty() && (line.back() == '\r' || line.back() == ' ' || line.back() == '\t')) line.pop_back();
+    auto sep = line.find_first_of("=:");
+    if (sep == std::string::npos || sep == 0) {
+      problems.push_back("--kafka-conf-file " + r.kafka_conf_file + " line " + std::to_string(n) +
+                         ": expected key=value (the line is not shown: it may hold a secret)");
+      continue;
+    }
+    std::string key = line.substr(0, sep), value = line.substr(sep + 1);
+    while (!key.empty() && (key.back() == ' ' || key.back() == '\t')) key.pop_back();
+    auto v = value.find_first_not_of(" \t");
+    entries.push_back(key + "=" + (v == std::string::npos ? std::string() : value.substr(v)));
+  }
+  Problems file_problems;
+  auto from_file = ParseKafkaSettings(entries, file_problems);
+  for (auto& p : file_problems) problems.push_back(r.kafka_conf_file + ": " + p);
+  for (auto& kv : from_file) {
+    bool given = std::any_of(r.kafka_conf.begin(), r.kafka_conf.end(), [&](const auto& e) { return e.first == kv.first; });
+    if (!given) r.kafka_conf.push_back(std::move(kv));
+  }
+}
+
 void FinishNotify(const std::vector<std::string>&, NotifyConfig& n, Problems& problems) {
   if (n.max_per_host > n.max_in_flight) {
     problems.push_back("--max-per-host (" + std::to_string(n.max_per_host) + ") must not exceed --max-in-flight (" +
@@ -199,6 +241,9 @@ const std::vector<CommandSpec>& Commands() {
                       "serve /metrics, /healthz, /readyz on HOST:PORT", "off", CheckListen),
                  List("kafka-conf", &RunConfig::kafka_conf, "KEY=VALUE",
                       "librdkafka property KEY=VALUE (repeatable): TLS, SASL, tuning", KafkaConf),
+                 Text("kafka-conf-file", &RunConfig::kafka_conf_file, "PATH",
+                      "librdkafka properties file (key=value lines, like Kafka's clients); secrets belong here",
+                      "none"),
                  Duration("check-after", &RunConfig::check_after, milliseconds{0}, hours{24},
                           "half messages: first check-back after this age"),
                  Duration("check-interval", &RunConfig::check_interval, milliseconds{1}, hours{24},
@@ -211,7 +256,8 @@ const std::vector<CommandSpec>& Commands() {
                      "half messages: check-back requests in flight at once"),
                  Text("egress-allow", &RunConfig::egress_allow, "LIST",
                       "hosts and CIDRs check-backs may call besides public addresses", "none", CheckEgress),
-             }),
+             },
+             false, Finish<RunConfig>{FinishRun}),
       Define("status", Command::kStatus, "outbox-relay status --db CONNINFO [--json]",
              "pending messages per lane, dead letters, half messages, notifications",
              "Show pending messages per lane, oldest pending age, and dead letters.", &Invocation::status,
@@ -304,6 +350,48 @@ std::vector<std::string> EveryOptionName() {
   return {names.begin(), names.end()};
 }
 
+// Edit distance, for "did you mean".
+std::size_t Distance(const std::string& a, const std::string& b) {
+  std::vector<std::size_t> row(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    std::size_t diag = row[0];
+    row[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      std::size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+// OUTBOX_* variables that name no option of any command (a typo such as
+// OUTBOX_BATCHSIZE would otherwise do nothing, silently). The test, benchmark and build
+// scripts' own variables are left alone.
+std::vector<std::string> UnknownEnvironment(const Environment& env) {
+  static const char* const kOthers[] = {"OUTBOX_TEST_", "OUTBOX_BENCH_", "OUTBOX_BUILD_", "OUTBOX_SANITIZERS",
+                                        "OUTBOX_QUICKSTART_"};
+  std::vector<std::string> known;
+  for (const auto& name : EveryOptionName()) known.push_back(EnvName(name));
+  known.push_back(EnvName("config"));
+  std::vector<std::string> warnings;
+  for (const auto& [key, value] : env) {
+    if (key.rfind("OUTBOX_", 0) != 0) continue;
+    if (std::find(known.begin(), known.end(), key) != known.end()) continue;
+    if (std::any_of(std::begin(kOthers), std::end(kOthers), [&](const char* p) { return key.rfind(p, 0) == 0; })) {
+      continue;
+    }
+    auto best = std::min_element(known.begin(), known.end(), [&](const auto& a, const auto& b) {
+      return Distance(key, a) < Distance(key, b);
+    });
+    std::string w = "unknown environment variable " + key + " is ignored";
+    if (best != known.end() && Distance(key, *best) <= 3) w += " (did you mean " + *best + "?)";
+    warnings.push_back(w);
+  }
+  return warnings;
+}
+
 std::string GeneralHelp() {
   std::ostringstream out;
   out << "outbox-relay " << kVersion
@@ -382,6 +470,7 @@ Invocation ParseCommandLine(const std::vector<std::string>& args, const Environm
     return inv;
   }
   inv.command = cmd.command;
+  inv.warnings = UnknownEnvironment(env);
 
   Problems problems;
   auto layered = Layer(cmd.name, OptionsOf(cmd), rest, env, "config", EveryOptionName(), problems);

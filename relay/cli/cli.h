@@ -15,6 +15,8 @@ enum class Command { kHelp, kVersion, kMigrate, kRun, kStatus, kNotify, kDevKafk
 struct Invocation {
   Command command = Command::kHelp;
   std::string help_text;        // for kHelp: what to print
+  // Said at start-up, not fatal: unknown OUTBOX_* variables with the closest known name.
+  std::vector<std::string> warnings;
   std::string config_file;      // --config: the lowest source of options; empty = none
   LogConfig log;
   MigrateConfig migrate;

@@ -136,7 +136,12 @@ LayeredValues Layer(const std::string& command, const std::vector<const OptionIn
 
   // 1. Flags (the highest source: stored first, store() keeps the first value).
   try {
-    auto parsed = po::command_line_parser(args).options(desc).allow_unregistered().run();
+    // No prefix guessing: --batch is not --batch-size (a typo must not pick an option).
+    auto parsed = po::command_line_parser(args)
+                      .options(desc)
+                      .style(po::command_line_style::default_style & ~po::command_line_style::allow_guessing)
+                      .allow_unregistered()
+                      .run();
     po::parsed_options known{&desc};
     for (const auto& opt : parsed.options) {
       if (opt.position_key >= 0) {
@@ -167,7 +172,14 @@ LayeredValues Layer(const std::string& command, const std::vector<const OptionIn
       if (o->kind == OptionKind::kList) {
         std::stringstream in{it->second};
         for (std::string one; std::getline(in, one, ';');) {
-          if (!one.empty()) opt.value.push_back(one);
+          if (one.empty()) continue;
+          // A piece without '=' continues the previous value: a ';' inside a value (a
+          // password) must not split it, nor have a piece of it echoed as an error.
+          if (one.find('=') == std::string::npos && !opt.value.empty()) {
+            opt.value.back() += ";" + one;
+          } else {
+            opt.value.push_back(one);
+          }
         }
         if (opt.value.empty()) continue;
       } else {

@@ -33,6 +33,9 @@ struct RunConfig {
   std::chrono::milliseconds shutdown_timeout{30000};   // wait for in-flight on SIGTERM
   std::chrono::milliseconds stats_interval{5000};      // pending depth/age refresh
   std::string metrics_listen;   // host:port for /metrics, /healthz, /readyz; empty = off
+  // librdkafka properties from a Java-properties file (key=value per line, # comments):
+  // the way to keep SASL/TLS secrets off the command line. --kafka-conf entries win.
+  std::string kafka_conf_file;
   // librdkafka properties in the order given; the first setting of a key wins.
   std::vector<std::pair<std::string, std::string>> kafka_conf;
   std::chrono::milliseconds check_after{6000};     // half messages: first check-back

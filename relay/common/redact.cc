@@ -10,10 +10,10 @@ std::string RedactConninfo(std::string_view conninfo) {
   static const std::regex kUri{R"(^(postgres(?:ql)?://[^:/@]*:)([^@]*)(@))", std::regex::icase};
   s = std::regex_replace(s, kUri, "$1***$3");
   // URI query parameter: ?password=secret&...
-  static const std::regex kQuery{R"(([?&]password=)[^&]*)", std::regex::icase};
+  static const std::regex kQuery{R"(([?&](?:ssl)?password=)[^&]*)", std::regex::icase};
   s = std::regex_replace(s, kQuery, "$1***");
   // key=value form: password=secret or password = 'quoted \' secret'
-  static const std::regex kKv{R"((^|\s)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S*))",
+  static const std::regex kKv{R"((^|\s)((?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|\S*))",
                               std::regex::icase};
   s = std::regex_replace(s, kKv, "$1$2***");
   return s;

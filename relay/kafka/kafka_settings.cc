@@ -30,9 +30,9 @@ KafkaSettings ParseKafkaSettings(const std::vector<std::string>& entries,
   for (const auto& e : entries) {
     auto eq = e.find('=');
     if (eq == std::string::npos || eq == 0) {
-      // The entry may be a secret typed without '=': show only its start.
-      problems.push_back("--kafka-conf: expected KEY=VALUE, got '" + e.substr(0, 24) +
-                         (e.size() > 24 ? "...'" : "'"));
+      // The entry may be (part of) a secret: never show it.
+      problems.push_back("--kafka-conf: expected KEY=VALUE, got an entry without '=' (not shown: it may be "
+                         "part of a secret; put secrets in --kafka-conf-file)");
       continue;
     }
     std::string key = e.substr(0, eq), value = e.substr(eq + 1);

@@ -310,5 +310,51 @@ TEST(Cli, ExampleConfigDocumentsEveryRunOptionAndParses) {
   }
 }
 
+// Issue 13: an abbreviation is not an option (--batch is not --batch-size).
+TEST(Cli, NoPrefixGuessing) {
+  EXPECT_THAT(ProblemsOf({"run", "--db", "host=db", "--brokers", "k:9092", "--batch", "10"}),
+              Contains(HasSubstr("unknown option '--batch'")));
+}
+
+// Issue 13: a typo in an OUTBOX_* variable is named at start-up with the closest name;
+// the scripts' own variables are left alone.
+TEST(Cli, UnknownEnvironmentVariablesAreNamedWithTheClosestKnownOne) {
+  auto inv = ParseCommandLine({"status", "--db", "host=db"},
+                              {{"OUTBOX_BATCHSIZE", "100"}, {"OUTBOX_TEST_BROKERS", "k:9092"}, {"OUTBOX_DB", "x"}});
+  ASSERT_THAT(inv.warnings, SizeIs(1));
+  EXPECT_THAT(inv.warnings[0], AllOf(HasSubstr("OUTBOX_BATCHSIZE is ignored"), HasSubstr("did you mean OUTBOX_BATCH_SIZE?")));
+}
+
+// Issue 13: a ';' inside a secret in OUTBOX_KAFKA_CONF neither splits it nor is echoed.
+TEST(Cli, KafkaConfFromEnvironmentKeepsASemicolonInsideAValue) {
+  auto inv = ParseCommandLine({"run", "--db", "host=db", "--brokers", "k:9092"},
+                              {{"OUTBOX_KAFKA_CONF", "sasl.password=p;art;x;linger.ms=7"}});
+  EXPECT_THAT(inv.run.kafka_conf, Contains(std::make_pair(std::string("sasl.password"), std::string("p;art;x"))));
+  EXPECT_THAT(inv.run.kafka_conf, Contains(std::make_pair(std::string("linger.ms"), std::string("7"))));
+  for (const auto& p : ProblemsOf({"run", "--db", "host=db", "--brokers", "k:9092", "--kafka-conf", "hunter2"})) {
+    EXPECT_THAT(p, Not(HasSubstr("hunter2")));
+  }
+}
+
+// Issue 13: secrets in a properties file, like Kafka's own clients.
+TEST(Cli, KafkaConfFileKeepsSecretsOffTheCommandLine) {
+  test::TempDir dir;
+  auto path = dir.path() + "/kafka.properties";
+  std::ofstream{path} << "# SASL\nsasl.username = relay\n! also a comment\nsasl.password=s3cr=et\n\nlinger.ms: 9\n";
+  auto inv = ParseCommandLine({"run", "--db", "host=db", "--brokers", "k:9092", "--kafka-conf", "linger.ms=1",
+                               "--kafka-conf-file", path},
+                              {});
+  EXPECT_THAT(inv.run.kafka_conf, Contains(std::make_pair(std::string("sasl.password"), std::string("s3cr=et"))));
+  EXPECT_THAT(inv.run.kafka_conf, Contains(std::make_pair(std::string("sasl.username"), std::string("relay"))));
+  EXPECT_THAT(inv.run.kafka_conf, Contains(std::make_pair(std::string("linger.ms"), std::string("1"))))
+      << "--kafka-conf wins over the file";
+  std::ofstream{path} << "sasl.password s3cret-without-equals\n";
+  auto problems = ProblemsOf({"run", "--db", "host=db", "--brokers", "k:9092", "--kafka-conf-file", path});
+  EXPECT_THAT(problems, Contains(HasSubstr("line 1: expected key=value")));
+  for (const auto& p : problems) EXPECT_THAT(p, Not(HasSubstr("s3cret")));
+  EXPECT_THAT(ProblemsOf({"run", "--db", "host=db", "--brokers", "k:9092", "--kafka-conf-file", "/nonexistent"}),
+              Contains(HasSubstr("cannot read '/nonexistent': No such file or directory")));
+}
+
 }  // namespace
 }  // namespace outbox::relay

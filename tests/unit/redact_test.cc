@@ -15,6 +15,10 @@ TEST(Redact, HidesKeyValuePasswords) {
   EXPECT_EQ(RedactConninfo("host=db user=app password=s3cret dbname=x"),
             "host=db user=app password=*** dbname=x");
   EXPECT_EQ(RedactConninfo("password = 'a b\\' c' host=db"), "password = *** host=db");
+  // The client key's passphrase is a secret too (issue 13).
+  EXPECT_EQ(RedactConninfo("host=db sslpassword=k3y sslmode=verify-full"), "host=db sslpassword=*** sslmode=verify-full");
+  EXPECT_EQ(RedactConninfo("postgres://db/x?sslpassword=k3y&sslmode=require"),
+            "postgres://db/x?sslpassword=***&sslmode=require");
 }
 
 TEST(Redact, HidesUriPasswords) {
