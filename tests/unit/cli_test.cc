@@ -296,6 +296,7 @@ TEST(Cli, ExampleConfigDocumentsEveryRunOptionAndParses) {
     documented.insert(m[1]);
     std::string value = m[2];
     if (value.find("...") != std::string::npos) continue;  // placeholders for secrets
+    if (m[1] == "kafka-conf-file") continue;  // names a file of the deployment, not of this tree
     uncommented += std::string(m[1]) + " = " + value + "\n";
   }
   test::TempDir dir;
