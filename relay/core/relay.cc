@@ -425,14 +425,19 @@ milliseconds Relay::Step() {
   }
 
   // Wait for Kafka reports, a wake-up, the stop signal or the next timer.
+  if (draining_) {
+    // Reports end the wait early; the deadline (or a reconnection) is checked every 50 ms.
+    auto left = std::chrono::duration_cast<milliseconds>(drain_deadline_ - now);
+    return std::clamp(left, milliseconds{1}, milliseconds{50});
+  }
   if (CanClaimNow()) return milliseconds{0};
-  auto until = std::min(next_poll_, next_rebalance_);
-  if (!store_) until = std::min(until, next_connect_);
+  // Disconnected, only the next connection attempt matters: the poll and rebalance
+  // timers lie in the past and would make this loop spin until then.
+  auto until = store_ ? std::min(next_poll_, next_rebalance_) : next_connect_;
   for (const auto& [id, lane] : lanes_) {
     if (lane.owned && lane.resume_at > now) until = std::min(until, lane.resume_at);
   }
   auto wait = std::chrono::duration_cast<milliseconds>(until - clock_.Now());
-  if (draining_) wait = std::min(wait, milliseconds{50});
   return std::clamp(wait, milliseconds{0}, config_.poll_interval);
 }
 
