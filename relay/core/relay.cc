@@ -42,6 +42,10 @@ Relay::Relay(const RunConfig& config, const RelayLimits& limits, const Clock& cl
       rng_(seed) {
   auto now = clock_.Now();
   next_rebalance_ = next_poll_ = next_connect_ = drain_deadline_ = now;
+  if (config_.batch_size > limits_.max_inflight_records) {
+    log_->warn("--batch-size is above the in-flight cap; claiming at most the cap batch_size={} cap={}",
+               config_.batch_size, limits_.max_inflight_records);
+  }
 }
 
 Relay::~Relay() = default;
@@ -147,9 +151,19 @@ void Relay::ClaimAndProduce() {
   // key in flight can be younger — for writers that serialise on a key, id order is
   // commit order, and every row in flight was visible before the late row committed.
   auto now = clock_.Now();
+  if (InFlightRecords() == 0) bytes_full_ = false;
+  // The in-flight caps bound what this turn may claim. A --batch-size above the record
+  // cap claims at most the cap; lanes take turns (round robin from where the last turn
+  // stopped) so that, with the cap binding, low lanes cannot starve high lanes.
   int budget = limits_.max_inflight_records - InFlightRecords();
+  int batch_size = std::min(config_.batch_size, limits_.max_inflight_records);
   std::vector<OutboxStore::LaneClaim> claims;
-  for (auto& [id, lane] : lanes_) {
+  std::map<int, int> claim_limit;
+  std::vector<int> order;
+  for (auto it = lanes_.lower_bound(next_lane_); it != lanes_.end(); ++it) order.push_back(it->first);
+  for (auto it = lanes_.begin(); it != lanes_.end() && it->first < next_lane_; ++it) order.push_back(it->first);
+  for (int id : order) {
+    auto& lane = lanes_[id];
     if (!lane.owned || lane.releasing || now < lane.resume_at) continue;
     if (static_cast<int>(lane.inflight.size()) >= config_.max_inflight_batches) continue;
     if (lane.reset_pending) {
@@ -158,15 +172,18 @@ void Relay::ClaimAndProduce() {
       lane.at_head = false;  // claim at once
     }
     if (lane.at_head && !lane.wake) continue;
-    if (budget < config_.batch_size) break;
-    budget -= config_.batch_size;
+    if (budget <= 0) break;
+    int limit = std::min(batch_size, budget);
+    budget -= limit;
+    next_lane_ = id + 1;
     int in_flight_rows = 0;
     std::int64_t highest = 0;  // batches may start with late rows: take the maximum
     for (const auto& b : lane.inflight) {
       in_flight_rows += static_cast<int>(b.ids.size());
       for (auto rid : b.ids) highest = std::max(highest, rid);
     }
-    claims.push_back({id, highest, config_.batch_size + in_flight_rows});
+    claims.push_back({id, highest, limit + in_flight_rows});
+    claim_limit[id] = limit;
   }
   if (claims.empty()) return;
 
@@ -187,7 +204,7 @@ void Relay::ClaimAndProduce() {
     auto& list = to_produce[claim.lane];
     known_up_to[claim.lane] = claim.known_up_to;
     for (auto* row : by_lane[claim.lane]) {
-      if (static_cast<int>(list.size()) >= config_.batch_size) break;
+      if (static_cast<int>(list.size()) >= claim_limit[claim.lane]) break;
       if (row->id > claim.known_up_to) {
         list.push_back(row);
       } else if (!in_flight.count(row->id)) {
@@ -216,22 +233,32 @@ void Relay::ClaimAndProduce() {
   }
 
   bool queue_full = false;
+  std::int64_t bytes_budget = limits_.max_inflight_bytes - InFlightBytes();
   for (const auto& claim : claims) {
     auto& lane = lanes_[claim.lane];
     const auto& fresh = to_produce[claim.lane];
-    lane.at_head = static_cast<int>(fresh.size()) < config_.batch_size;
-    if (fresh.empty() || queue_full) continue;
+    lane.at_head = static_cast<int>(fresh.size()) < claim_limit[claim.lane];
+    if (fresh.empty() || queue_full || bytes_full_) continue;
     Batch batch;
     batch.seq = next_batch_++;
     batch.claimed_at = now;
     for (auto* row : fresh) {
+      // The byte cap: stop here (the rest stays in the table, claimed again once
+      // acknowledgements free room). A row larger than the cap goes alone.
+      std::int64_t bytes = RowBytes(*row);
+      if (bytes > bytes_budget && (InFlightRecords() > 0 || batch.pending > 0)) {
+        bytes_full_ = true;
+        lane.at_head = false;
+        break;
+      }
+      bytes_budget -= bytes;
       std::uint64_t token = next_token_++;
       std::string error;
       DeliveryFailure failure = DeliveryFailure::kTransient;
       auto status = sink_.Produce(*row, token, &error, &failure);
       if (status == RecordSink::ProduceStatus::kQueued) {
         batch.ids.push_back(row->id);
-        batch.bytes += RowBytes(*row);
+        batch.bytes += bytes;
         ++batch.pending;
         tokens_[token] = {claim.lane, batch.seq, row->id};
       } else if (status == RecordSink::ProduceStatus::kRejected && failure == DeliveryFailure::kPermanent) {
@@ -256,6 +283,7 @@ void Relay::ClaimAndProduce() {
 }
 
 void Relay::HandleDeliveries(std::vector<Delivery> deliveries) {
+  if (!deliveries.empty()) bytes_full_ = false;  // room again: try the next rows
   for (auto& d : deliveries) {
     auto t = tokens_.find(d.token);
     if (t == tokens_.end()) {
@@ -333,6 +361,8 @@ void Relay::ReleaseIdleLanes() {
 
 bool Relay::CanClaimNow() const {
   if (!store_ || draining_) return false;
+  // At a cap: wait for acknowledgements, do not spin.
+  if (bytes_full_ || InFlightRecords() >= limits_.max_inflight_records) return false;
   auto now = clock_.Now();
   for (const auto& [id, lane] : lanes_) {
     if (!lane.owned || lane.releasing || now < lane.resume_at) continue;

@@ -123,6 +123,8 @@ class Relay {
   std::unordered_map<std::uint64_t, InFlightRecord> tokens_;
   std::uint64_t next_token_ = 1;
   std::uint64_t next_batch_ = 1;
+  int next_lane_ = 0;          // where the next turn's claims start (round robin)
+  bool bytes_full_ = false;    // the byte cap stopped a lane: wait for acknowledgements
   std::vector<std::int64_t> to_delete_;
   std::vector<std::pair<std::int64_t, std::string>> to_dead_letter_;
   bool stopping_ = false;
