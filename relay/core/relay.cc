@@ -89,14 +89,33 @@ void Relay::OnConnectionLost(const std::string& why) {
 
 void Relay::Rebalance() {
   int live = store_->LiveRelays();
-  std::set<int> owned;
+  // held: lanes whose lock this session holds (releasing ones included); active: held
+  // and not being released. A releasing lane is still locked by us: taking it "again"
+  // with pg_try_advisory_lock would succeed and stack the lock, and the single unlock of
+  // a later release would leave it locked but unowned (nobody publishes it until this
+  // relay restarts). So a releasing lane that is wanted again is just kept.
+  std::set<int> held, active;
   for (const auto& [id, lane] : lanes_) {
-    if (lane.owned && !lane.releasing) owned.insert(id);
+    if (!lane.owned) continue;
+    held.insert(id);
+    if (!lane.releasing) active.insert(id);
   }
-  auto plan = PlanLanes(lane_count_, live, config_.lanes, member_slot_, owned);
-  if (!plan.try_acquire.empty()) {
-    int need = plan.target - static_cast<int>(owned.size());
-    auto got = store_->TryLockLanes(plan.try_acquire, need);
+  int target = FairShare(lane_count_, live, config_.lanes);
+  for (int id : held) {
+    if (static_cast<int>(active.size()) >= target) break;
+    if (active.count(id)) continue;
+    lanes_[id].releasing = false;
+    active.insert(id);
+    log_->info("lane kept, release cancelled lane={} target={} relays={}", id, target, live);
+  }
+  auto plan = PlanLanes(lane_count_, live, config_.lanes, member_slot_, active);
+  std::vector<int> candidates;
+  for (int id : plan.try_acquire) {
+    if (!held.count(id)) candidates.push_back(id);
+  }
+  if (!candidates.empty()) {
+    int need = plan.target - static_cast<int>(active.size());
+    auto got = store_->TryLockLanes(candidates, need);
     for (int id : got) {
       auto& lane = lanes_[id];
       lane.owned = true;
@@ -105,11 +124,12 @@ void Relay::Rebalance() {
       lane.wake = true;
     }
     if (!got.empty()) {
-      log_->info("lanes acquired count={} owned={} target={} relays={}", got.size(), owned.size() + got.size(),
+      log_->info("lanes acquired count={} owned={} target={} relays={}", got.size(), active.size() + got.size(),
                  plan.target, live);
     }
   }
   for (int id : plan.release) {
+    if (lanes_[id].releasing) continue;
     lanes_[id].releasing = true;
     log_->info("lane releasing lane={} target={} relays={}", id, plan.target, live);
   }
