@@ -89,6 +89,27 @@ void Relay::OnConnectionLost(const std::string& why) {
 
 void Relay::Rebalance() {
   int live = store_->LiveRelays();
+  // The lane count can change while relays run (outbox.set_lane_count, between drains):
+  // read it every time. Lanes beyond it are released once nothing of them is in flight.
+  int lanes_now = store_->LaneCount();
+  if (lanes_now != lane_count_) {
+    log_->info("lane count changed from={} to={}", lane_count_, lanes_now);
+    lane_count_ = lanes_now;
+  }
+  for (auto it = lanes_.begin(); it != lanes_.end();) {
+    auto& [id, lane] = *it;
+    if (id < lane_count_) {
+      ++it;
+    } else if (lane.owned) {
+      if (!lane.releasing) log_->info("lane releasing lane={} (beyond the lane count {})", id, lane_count_);
+      lane.releasing = true;
+      ++it;
+    } else if (lane.inflight.empty()) {
+      it = lanes_.erase(it);
+    } else {
+      ++it;
+    }
+  }
   // held: lanes whose lock this session holds (releasing ones included); active: held
   // and not being released. A releasing lane is still locked by us: taking it "again"
   // with pg_try_advisory_lock would succeed and stack the lock, and the single unlock of
@@ -103,7 +124,7 @@ void Relay::Rebalance() {
   int target = FairShare(lane_count_, live, config_.lanes);
   for (int id : held) {
     if (static_cast<int>(active.size()) >= target) break;
-    if (active.count(id)) continue;
+    if (active.count(id) || id >= lane_count_) continue;
     lanes_[id].releasing = false;
     active.insert(id);
     log_->info("lane kept, release cancelled lane={} target={} relays={}", id, target, live);

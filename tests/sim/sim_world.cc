@@ -890,7 +890,8 @@ void World::WriterTurn(int w) {
     wr.tx = Tx{};
     wr.tx->writer = w;
     wr.tx->lane_count_read = lane_count_;  // schema 1: publish reads the count first
-    At(now() + Ms(Uniform(0, 30)), [this, w] { WriterTurn(w); });
+    // Sometimes the business work between reading the settings and the insert is slow.
+    At(now() + Ms(Chance(0.2) ? Uniform(100, 1500) : Uniform(0, 30)), [this, w] { WriterTurn(w); });
     return;
   }
   auto& tx = *wr.tx;
