@@ -41,8 +41,13 @@ class RecordSink {
   virtual std::vector<Delivery> Poll() = 0;
   // Drops what is queued or in flight (shutdown deadline): each gets a failed Delivery.
   virtual void Purge() = 0;
-  // A fatal producer error (idempotence broken beyond repair), if any.
+  // A fatal producer error, if any. With enable.gapless.guarantee (the relay's setting)
+  // a record batch Kafka refused for good makes the producer fatal before any later
+  // record of the partition can land: nothing overtakes the refused records.
   virtual std::optional<std::string> FatalError() const = 0;
+  // Replaces a fatal producer with a new one. What the old one still held is reported
+  // failed (transient) by the next Poll; some of it may have reached Kafka.
+  virtual void Reset() = 0;
   // A file descriptor readable when reports may be waiting (poll(2)), or -1.
   virtual int wait_fd() const { return -1; }
 };

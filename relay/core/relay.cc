@@ -76,6 +76,7 @@ void Relay::Connect() {
 void Relay::OnConnectionLost(const std::string& why) {
   log_->error("lost the PostgreSQL session; lanes are free until it is back error={}", why);
   store_.reset();
+  suspects_.clear();  // the lanes are free now: their next owners produce these rows
   for (auto& [id, lane] : lanes_) {
     lane.owned = false;
     lane.releasing = false;
@@ -191,6 +192,11 @@ void Relay::ClaimAndProduce() {
   // produced at once, before the lane's new rows: in id order, as always. No row of its
   // key in flight can be younger — for writers that serialise on a key, id order is
   // commit order, and every row in flight was visible before the late row committed.
+  if (!suspects_.empty()) {
+    Isolate();
+    return;
+  }
+  if (IsolatedInFlight()) return;  // e.g. suspects dropped with a lost session: still alone
   auto now = clock_.Now();
   if (InFlightRecords() == 0) bytes_full_ = false;
   // The in-flight caps bound what this turn may claim. A --batch-size above the record
@@ -341,7 +347,17 @@ void Relay::HandleDeliveries(std::vector<Delivery> deliveries) {
     if (d.ok) {
       b->delivered.push_back(rec.id);
     } else if (d.failure == DeliveryFailure::kPermanent) {
-      b->rejected.emplace_back(rec.id, d.error);
+      ++refusals_;
+      if (b->isolated) {
+        b->rejected.emplace_back(rec.id, d.error);
+      } else {
+        // Kafka refuses whole record batches (too large for the topic, policy, invalid
+        // record) and librdkafka fails every record in it with the batch's error: this
+        // row may be innocent. It is produced again alone before anything else (Isolate).
+        b->suspects.push_back(rec.id);
+        log_->warn("record in a refused record batch, will be tried alone lane={} id={} error={}", rec.lane, rec.id,
+                   d.error);
+      }
     } else {
       b->retry_needed = true;
       observer_.DeliveryFailed();
@@ -363,6 +379,15 @@ void Relay::CollectCompleted() {
       to_dead_letter_.insert(to_dead_letter_.end(), b.rejected.begin(), b.rejected.end());
       observer_.Published(static_cast<int>(b.delivered.size()));
       observer_.BatchLatency(std::chrono::duration<double>(now - b.claimed_at).count());
+      if (b.isolated) {
+        // Settled (published or parked) unless it failed transiently: then again later.
+        for (auto rid : b.delivered) suspects_.erase(rid);
+        for (const auto& [rid, error] : b.rejected) suspects_.erase(rid);
+        if (b.retry_needed) isolation_resume_ = now + kRetryPause;
+      } else if (!b.suspects.empty()) {
+        suspects_.insert(b.suspects.begin(), b.suspects.end());
+        lane.reset_pending = true;  // the rest of the lane again from its lowest id, after
+      }
       if (b.retry_needed) {
         // Rows that failed stay in the table; the lane starts again from its lowest id
         // once nothing of it is in flight.
@@ -389,6 +414,76 @@ void Relay::FlushToDatabase() {
   }
 }
 
+bool Relay::IsolatedInFlight() const {
+  for (const auto& [id, lane] : lanes_) {
+    for (const auto& b : lane.inflight) {
+      if (b.isolated && b.pending > 0) return true;
+    }
+  }
+  return false;
+}
+
+void Relay::Isolate() {
+  // Only with nothing else in flight: then the suspect is alone in its record batch (and
+  // nothing younger of its key can land before it).
+  auto now = clock_.Now();
+  if (InFlightRecords() > 0 || now < isolation_resume_) return;
+  while (!suspects_.empty()) {
+    std::int64_t id = *suspects_.begin();
+    auto rows = store_->Fetch({id});
+    auto lane_it = rows.empty() ? lanes_.end() : lanes_.find(rows.front().lane);
+    if (lane_it == lanes_.end() || !lane_it->second.owned || lane_it->second.releasing) {
+      suspects_.erase(suspects_.begin());  // gone, or no longer ours: its owner sees to it
+      continue;
+    }
+    const auto& row = rows.front();
+    Batch batch;
+    batch.seq = next_batch_++;
+    batch.claimed_at = now;
+    batch.isolated = true;
+    batch.ids.push_back(id);
+    std::uint64_t token = next_token_++;
+    std::string error;
+    DeliveryFailure failure = DeliveryFailure::kTransient;
+    auto status = sink_.Produce(row, token, &error, &failure);
+    if (status == RecordSink::ProduceStatus::kQueued) {
+      batch.bytes = RowBytes(row);
+      batch.pending = 1;
+      tokens_[token] = {row.lane, batch.seq, id};
+      log_->info("producing a row of a refused record batch alone lane={} id={}", row.lane, id);
+    } else if (status == RecordSink::ProduceStatus::kRejected && failure == DeliveryFailure::kPermanent) {
+      batch.rejected.emplace_back(id, error);
+    } else {
+      isolation_resume_ = now + kRetryPause;
+      return;
+    }
+    lane_it->second.inflight.push_back(std::move(batch));
+    return;
+  }
+}
+
+void Relay::ResetProducer(const std::string& why) {
+  // With enable.gapless.guarantee a refused record batch makes the producer fatal, so no
+  // later record of its partition lands; the refused rows become suspects (Poll reported
+  // them) and everything else comes back as a transient failure of the old producer.
+  HandleDeliveries(sink_.Poll());
+  if (refusals_ == 0) {
+    // Not a refused record batch: idempotence broken beyond repair. Stop as before.
+    log_->critical("fatal Kafka producer error, stopping (undelivered rows stay in the outbox) error={}", why);
+    exit_code_ = 1;
+    draining_ = true;
+    drain_deadline_ = clock_.Now();
+    next_reset_ = TimePoint::max();
+    return;
+  }
+  log_->error("Kafka refused a record batch; starting a new producer error={}", why);
+  sink_.Reset();
+  HandleDeliveries(sink_.Poll());
+  CollectCompleted();
+  refusals_ = 0;
+  next_reset_ = clock_.Now() + kRetryPause;
+}
+
 void Relay::ReleaseIdleLanes() {
   for (auto& [id, lane] : lanes_) {
     if (!lane.releasing || !lane.inflight.empty()) continue;
@@ -403,6 +498,8 @@ void Relay::ReleaseIdleLanes() {
 bool Relay::CanClaimNow() const {
   if (!store_ || draining_) return false;
   // At a cap: wait for acknowledgements, do not spin.
+  if (!suspects_.empty()) return InFlightRecords() == 0 && clock_.Now() >= isolation_resume_;
+  if (IsolatedInFlight()) return false;
   if (bytes_full_ || InFlightRecords() >= limits_.max_inflight_records) return false;
   auto now = clock_.Now();
   for (const auto& [id, lane] : lanes_) {
@@ -429,12 +526,7 @@ milliseconds Relay::Step() {
   }
   HandleDeliveries(sink_.Poll());
   CollectCompleted();
-  if (auto fatal = sink_.FatalError(); fatal && exit_code_ == 0) {
-    log_->critical("fatal Kafka producer error, stopping (undelivered rows stay in the outbox) error={}", *fatal);
-    exit_code_ = 1;
-    draining_ = true;
-    drain_deadline_ = now;
-  }
+  if (auto fatal = sink_.FatalError(); fatal && now >= next_reset_) ResetProducer(*fatal);
 
   if (!store_ && now >= next_connect_) Connect();
   if (store_) {
@@ -508,6 +600,8 @@ milliseconds Relay::Step() {
   for (const auto& [id, lane] : lanes_) {
     if (lane.owned && lane.resume_at > now) until = std::min(until, lane.resume_at);
   }
+  if (store_ && !suspects_.empty() && isolation_resume_ > now) until = std::min(until, isolation_resume_);
+  if (sink_.FatalError() && next_reset_ > now) until = std::min(until, next_reset_);
   auto wait = std::chrono::duration_cast<milliseconds>(until - clock_.Now());
   return std::clamp(wait, milliseconds{0}, config_.poll_interval);
 }

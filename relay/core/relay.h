@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <random>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -52,7 +53,7 @@ class Relay {
   // Stop claiming; finish what is in flight (up to shutdown_timeout), then done().
   void Stop();
   bool done() const { return done_; }
-  // 0, or 1 after a fatal Kafka producer error.
+  // 0, or 1 after a fatal Kafka producer error other than a refused record batch.
   int exit_code() const { return exit_code_; }
 
   // Runs Step until `stop` becomes true (stop_fd becomes readable at the same time) and
@@ -78,8 +79,10 @@ class Relay {
     std::int64_t bytes = 0;
     int pending = 0;                                              // not yet reported
     std::vector<std::int64_t> delivered;
-    std::vector<std::pair<std::int64_t, std::string>> rejected;   // permanent failures
-    bool retry_needed = false;                                    // a transient failure
+    std::vector<std::pair<std::int64_t, std::string>> rejected;   // refused for good, the row's own fault
+    std::vector<std::int64_t> suspects;   // in a record batch Kafka refused: maybe innocent
+    bool retry_needed = false;            // a transient failure
+    bool isolated = false;                // one suspect produced alone: its failure is its own
   };
   struct Lane {
     bool owned = false;
@@ -105,6 +108,9 @@ class Relay {
   void CollectCompleted();
   void FlushToDatabase();
   void ReleaseIdleLanes();
+  void Isolate();
+  bool IsolatedInFlight() const;
+  void ResetProducer(const std::string& why);
   bool CanClaimNow() const;
   std::chrono::milliseconds Jitter(std::chrono::milliseconds d);
 
@@ -123,6 +129,13 @@ class Relay {
   std::unordered_map<std::uint64_t, InFlightRecord> tokens_;
   std::uint64_t next_token_ = 1;
   std::uint64_t next_batch_ = 1;
+  // Rows of record batches Kafka refused as a whole (ids, lowest first). While any is
+  // left nothing else is produced: each is produced alone, nothing else in flight, so a
+  // refusal is its own (dead letter) and an acknowledgement publishes it in order.
+  std::set<std::int64_t> suspects_;
+  TimePoint isolation_resume_{};
+  TimePoint next_reset_{};
+  int refusals_ = 0;  // permanent failures reported since the last producer reset
   int next_lane_ = 0;          // where the next turn's claims start (round robin)
   bool bytes_full_ = false;    // the byte cap stopped a lane: wait for acknowledgements
   std::vector<std::int64_t> to_delete_;

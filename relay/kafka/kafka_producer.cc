@@ -88,46 +88,65 @@ KafkaProducer::Fd::~Fd() {
   if (fd_ >= 0) close(fd_);
 }
 
+std::vector<std::pair<std::string, std::string>> DefaultKafkaConf() {
+  // Chosen for the outbox: never drop a record on our own (message.timeout.ms=0 waits
+  // through broker outages), keep order under retries (idempotence), batch, and let no
+  // record overtake a refused record batch of its partition (enable.gapless.guarantee:
+  // the producer turns fatal instead, and the relay starts a new one; see relay.cc).
+  return {{"enable.idempotence", "true"},
+          {"enable.gapless.guarantee", "true"},
+          {"acks", "all"},
+          {"message.timeout.ms", "0"},
+          {"linger.ms", "5"},
+          {"batch.num.messages", "10000"},
+          {"partitioner", "murmur2_random"},
+          {"client.id", "outbox-relay"}};
+}
+
 KafkaProducer::KafkaProducer(const std::string& brokers,
                              const std::vector<std::pair<std::string, std::string>>& user_conf,
                              std::shared_ptr<spdlog::logger> log)
     : log_(std::move(log)) {
-  std::unique_ptr<rd_kafka_conf_t, void (*)(rd_kafka_conf_t*)> conf{rd_kafka_conf_new(), &rd_kafka_conf_destroy};
-  std::vector<std::string> problems;
-  char err[512];
-  auto set = [&](const std::string& k, const std::string& v, bool secret) {
-    if (rd_kafka_conf_set(conf.get(), k.c_str(), v.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK) {
-      problems.push_back("--kafka-conf " + k + ": " + (secret ? RedactSecret(err, v) : std::string(err)));
-    }
-  };
-  // Defaults chosen for the outbox: never drop a record on our own (message.timeout.ms=0
-  // waits through broker outages), keep order under retries (idempotence), and batch.
-  // User settings come after and win, except the guarantees cli.cc refuses to weaken.
-  set("bootstrap.servers", brokers, false);
-  set("enable.idempotence", "true", false);
-  set("acks", "all", false);
-  set("message.timeout.ms", "0", false);
-  set("linger.ms", "5", false);
-  set("batch.num.messages", "10000", false);
-  set("partitioner", "murmur2_random", false);
-  set("client.id", "outbox-relay", false);
-  for (const auto& [k, v] : user_conf) set(k, v, IsSecretKafkaProperty(k));
-  if (!problems.empty()) throw ConfigError(problems);
-  rd_kafka_conf_set_dr_msg_cb(conf.get(), &OnDelivery);
-  rd_kafka_conf_set_log_cb(conf.get(), &OnLog);
-  rd_kafka_conf_set_error_cb(conf.get(), &OnError);
-  callbacks_ = {log_.get(), &reports_};
-  rd_kafka_conf_set_opaque(conf.get(), &callbacks_);
+  conf_.emplace_back("bootstrap.servers", brokers);
+  for (auto& kv : DefaultKafkaConf()) conf_.push_back(std::move(kv));
+  conf_.insert(conf_.end(), user_conf.begin(), user_conf.end());
   int fds[2];
   if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) throw RuntimeError("pipe2 failed");
   event_pipe_[0] = Fd{fds[0]};
   event_pipe_[1] = Fd{fds[1]};
+  callbacks_ = {log_.get(), &reports_};
+  Create();
+}
+
+void KafkaProducer::Create() {
+  std::unique_ptr<rd_kafka_conf_t, void (*)(rd_kafka_conf_t*)> conf{rd_kafka_conf_new(), &rd_kafka_conf_destroy};
+  std::vector<std::string> problems;
+  char err[512];
+  // User settings come after the defaults and win, except the guarantees cli.cc and
+  // OrderingProblems refuse to weaken.
+  for (const auto& [k, v] : conf_) {
+    if (rd_kafka_conf_set(conf.get(), k.c_str(), v.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK) {
+      bool secret = IsSecretKafkaProperty(k);
+      problems.push_back("--kafka-conf " + k + ": " + (secret ? RedactSecret(err, v) : std::string(err)));
+    }
+  }
+  if (!problems.empty()) throw ConfigError(problems);
+  rd_kafka_conf_set_dr_msg_cb(conf.get(), &OnDelivery);
+  rd_kafka_conf_set_log_cb(conf.get(), &OnLog);
+  rd_kafka_conf_set_error_cb(conf.get(), &OnError);
+  rd_kafka_conf_set_opaque(conf.get(), &callbacks_);
   // rd_kafka_new owns the configuration once it succeeds.
   rk_.reset(rd_kafka_new(RD_KAFKA_PRODUCER, conf.get(), err, sizeof err));
   if (!rk_) throw ConfigError({std::string("kafka: ") + err});
   conf.release();
   main_queue_.reset(rd_kafka_queue_get_main(rk_.get()));
   rd_kafka_queue_io_event_enable(main_queue_.get(), event_pipe_[1].get(), "1", 1);
+}
+
+void KafkaProducer::Reset() {
+  main_queue_.reset();
+  rk_.reset();  // purges and serves the failed reports into reports_ (HandleDeleter)
+  Create();
 }
 
 KafkaProducer::~KafkaProducer() = default;

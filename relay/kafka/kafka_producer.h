@@ -39,6 +39,9 @@ class KafkaProducer final : public RecordSink {
   // Drops what is queued (shutdown deadline) and serves the failed reports (up to 100 ms).
   void Purge() override;
   std::optional<std::string> FatalError() const override;
+  // A new librdkafka handle with the same settings; the old one's records are purged and
+  // their reports kept for the next Poll.
+  void Reset() override;
   // Records produced and not yet reported.
   int InFlight() const;
 
@@ -49,6 +52,8 @@ class KafkaProducer final : public RecordSink {
   };
 
  private:
+  void Create();  // the handle, its main queue and the wake-up on the pipe
+
   // One owner per resource: the handle, its main queue, the wake-up pipe.
   struct HandleDeleter {
     void operator()(rd_kafka_s* rk) const;
@@ -69,6 +74,7 @@ class KafkaProducer final : public RecordSink {
     int fd_ = -1;
   };
 
+  std::vector<std::pair<std::string, std::string>> conf_;  // DefaultKafkaConf + --kafka-conf
   std::shared_ptr<spdlog::logger> log_;
   std::vector<Delivery> reports_;  // filled by the delivery callback during Poll
   CallbackContext callbacks_{nullptr, nullptr};
@@ -76,6 +82,10 @@ class KafkaProducer final : public RecordSink {
   std::unique_ptr<rd_kafka_s, HandleDeleter> rk_;          // destroyed before the pipe
   std::unique_ptr<rd_kafka_queue_s, QueueDeleter> main_queue_;  // released before the handle
 };
+
+// The producer settings the relay starts from (--kafka-conf entries come after and win,
+// within OrderingProblems): bootstrap.servers excluded.
+std::vector<std::pair<std::string, std::string>> DefaultKafkaConf();
 
 // Settings (the defaults plus --kafka-conf) under which librdkafka may deliver a younger
 // record of a key while an older one fails and is retried later: a finite

@@ -121,6 +121,7 @@ struct KafkaConf {
   std::vector<std::pair<std::string, std::string>> user;  // --kafka-conf the world tried
   Ms message_timeout{0};  // 0: never (the relay's default)
   bool random_partitioner = false;
+  bool gapless = false;   // enable.gapless.guarantee
 };
 
 class World;
@@ -138,7 +139,8 @@ class SimSink final : public RecordSink {
     return out;
   }
   void Purge() override;
-  std::optional<std::string> FatalError() const override { return std::nullopt; }
+  std::optional<std::string> FatalError() const override { return fatal_; }
+  void Reset() override;
 
   // Driven by the world.
   void SendReady();
@@ -168,6 +170,7 @@ class SimSink final : public RecordSink {
   std::map<int, std::deque<Request>> inflight_;
   std::map<int, TimePoint> last_respond_;
   std::map<int, bool> purge_cut_;  // a purged request of the partition did not land
+  std::optional<std::string> fatal_;
   std::vector<Delivery> reports_;
 };
 
@@ -247,6 +250,7 @@ class World {
   }
   std::unordered_map<std::uint64_t, SimSink*> sinks_;  // alive sinks by serial
   std::uint64_t next_sink_ = 1;
+  void AddDupBudget(std::int64_t n) { dup_budget_ += n; }
   void NoteProduced(int host, std::int64_t row_id) { hosts_[static_cast<size_t>(host)]->produced.insert(row_id); }
 
   // The database (SimStore reaches it directly).
@@ -522,6 +526,11 @@ RecordSink::ProduceStatus SimSink::Produce(const OutboxRow& row, std::uint64_t t
     w_.Trace("h" + std::to_string(host_) + " produce rejected locally id=" + std::to_string(row.id));
     return ProduceStatus::kRejected;
   }
+  if (fatal_) {
+    *error = "Local: Fatal error";
+    *failure = DeliveryFailure::kTransient;
+    return ProduceStatus::kRejected;
+  }
   if (queued() >= 100000) return ProduceStatus::kQueueFull;
   Rec r;
   r.token = token;
@@ -559,7 +568,7 @@ void SimSink::SendReady() {
         w_.WakeHost(host_);
       }
     }
-    if (!w_.broker_up()) continue;
+      if (!w_.broker_up() || fatal_) continue;
     auto& in = inflight_[p];
     while (!q.empty() && in.size() < 5) {  // max.in.flight.requests.per.connection=5
       Request req;
@@ -590,9 +599,11 @@ void SimSink::Respond(int p) {
     // contiguous per partition) only if every earlier request of the partition did.
     if (!purge_cut_[p] && w_.Chance(0.5)) {
       for (const auto& r : req.recs) w_.Append(p, r, host_);
+      w_.AddDupBudget(static_cast<std::int64_t>(req.recs.size()));  // reported failed: sent again
     } else {
       purge_cut_[p] = true;
     }
+    SendReady();  // its slot is free
     return;
   }
   if (!w_.broker_up() || w_.Chance(w_.transient_p())) {
@@ -622,6 +633,20 @@ void SimSink::Respond(int p) {
     w_.Trace(h + " kafka batch refused p=" + std::to_string(p) + " records=" + std::to_string(req.recs.size()) +
              " error=" + error);
     for (const auto& r : req.recs) Fail(r, DeliveryFailure::kPermanent, error);
+    if (conf_.gapless) {
+      // enable.gapless.guarantee: the producer turns fatal; the partition's later requests
+      // fail out of sequence (none lands); nothing more is sent.
+      fatal_ = "Local: Gap-less guarantee: " + error;
+      w_.Trace(h + " kafka producer fatal (gapless)");
+      for (auto& later : in) {
+        for (const auto& r : later.recs) Fail(r, DeliveryFailure::kTransient, "Local: Fatal error");
+      }
+      in.clear();
+      for (auto& [q_p, q] : queue_) {
+        for (const auto& r : q) Fail(r, DeliveryFailure::kTransient, "Local: Fatal error");
+        q.clear();
+      }
+    }
   } else {
     for (const auto& r : req.recs) {
       w_.Append(p, r, host_);
@@ -643,6 +668,13 @@ void SimSink::Purge() {
       for (const auto& r : req.recs) Fail(r, DeliveryFailure::kTransient, "Local: Purged in flight");
     }
   }
+}
+
+void SimSink::Reset() {
+  // A new producer (new producer id): what the old one held is purged.
+  Purge();
+  fatal_.reset();
+  w_.Trace("h" + std::to_string(host_) + " new kafka producer");
 }
 
 void SimSink::Crash() {
@@ -747,13 +779,22 @@ void World::Setup() {
   base_config_.shutdown_timeout = Ms(3000);
   if (Chance(0.1)) {
     std::vector<std::pair<std::string, std::string>> weak[] = {
-        {{"message.timeout.ms", "2000"}}, {{"retries", "3"}}, {{"partitioner", "random"}}};
-    kafka_conf_.user = weak[Uniform(0, 2)];
+        {{"message.timeout.ms", "2000"}},
+        {{"retries", "3"}},
+        {{"partitioner", "random"}},
+        {{"enable.gapless.guarantee", "false"}}};
+    kafka_conf_.user = weak[Uniform(0, 3)];
   }
-  for (const auto& [k, v] : kafka_conf_.user) {
+  // The producer runs with the relay's defaults, then --kafka-conf (kafka_producer.h).
+  auto effective = relay::DefaultKafkaConf();
+  effective.insert(effective.end(), kafka_conf_.user.begin(), kafka_conf_.user.end());
+  for (const auto& [k, v] : effective) {
     if (k == "message.timeout.ms") kafka_conf_.message_timeout = Ms(std::stoi(v));
-    if (k == "retries") kafka_conf_.message_timeout = Ms(1500);  // runs out of retries while the broker is away
-    if (k == "partitioner") kafka_conf_.random_partitioner = true;
+    if (k == "retries" && v != "2147483647") {
+      kafka_conf_.message_timeout = Ms(1500);  // runs out of retries while the broker is away
+    }
+    if (k == "partitioner") kafka_conf_.random_partitioner = v == "random";
+    if (k == "enable.gapless.guarantee") kafka_conf_.gapless = v == "true";
   }
   writers_ = Uniform(1, 4);
   rows_per_writer_ = Uniform(10, 80);
@@ -1091,9 +1132,16 @@ void World::CheckLiveness() {
   }
   for (int l = 0; l < lane_count_; ++l) {
     if (owners[l] != 1) {
+      std::string relays;
+      for (const auto& h : hosts_) {
+        if (!h->alive) continue;
+        relays += " h" + std::to_string(h->index) + "{in flight " + std::to_string(h->relay->InFlightRecords()) +
+                  ", producer queued " + std::to_string(h->sink->queued()) + " requests " +
+                  std::to_string(h->sink->inflight_count()) + (h->sink->FatalError() ? ", fatal" : "") + "}";
+      }
       throw Violation("invariant 10 (every lane owned): " + std::to_string(kFailoverBound.count()) +
                       " ms after the faults healed lane " + std::to_string(l) + " of " + std::to_string(lane_count_) +
-                      " has " + std::to_string(owners[l]) + " owners");
+                      " has " + std::to_string(owners[l]) + " owners;" + relays);
     }
   }
   // Fine: check again later (a lane count change may still be under way).
