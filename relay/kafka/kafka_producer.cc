@@ -107,6 +107,9 @@ KafkaProducer::KafkaProducer(const std::string& brokers,
                              const std::vector<std::pair<std::string, std::string>>& user_conf,
                              std::shared_ptr<spdlog::logger> log)
     : log_(std::move(log)) {
+  // Settings under which a younger record of a key can land before an older one that
+  // failed are refused at start-up (exit 2 with the reason), not handled at run time.
+  if (auto problems = OrderingProblems(user_conf); !problems.empty()) throw ConfigError(problems);
   conf_.emplace_back("bootstrap.servers", brokers);
   for (auto& kv : DefaultKafkaConf()) conf_.push_back(std::move(kv));
   conf_.insert(conf_.end(), user_conf.begin(), user_conf.end());
@@ -218,6 +221,10 @@ std::vector<std::string> OrderingProblems(const std::vector<std::pair<std::strin
       problems.push_back("--kafka-conf " + k + "=" + v +
                          ": must stay 2147483647 (a record that runs out of retries fails while younger "
                          "records of its key are delivered: per-key order would break)");
+    } else if (k == "enable.gapless.guarantee" && v != "true") {
+      problems.push_back("--kafka-conf enable.gapless.guarantee=" + v +
+                         ": must stay true (without it a record batch Kafka refuses is skipped and the "
+                         "partition's later records are sent: younger records of a key would land first)");
     } else if (k == "partitioner" && v == "random") {
       problems.push_back("--kafka-conf partitioner=random: records of one key must go to one partition; use "
                          "murmur2_random (the default), murmur2, consistent, consistent_random, fnv1a or "

@@ -90,7 +90,7 @@ std::vector<std::pair<std::string, std::string>> DefaultKafkaConf();
 // Settings (the defaults plus --kafka-conf) under which librdkafka may deliver a younger
 // record of a key while an older one fails and is retried later: a finite
 // message.timeout.ms / delivery.timeout.ms, a finite retries / message.send.max.retries,
-// a partitioner that does not map a key to one partition. One line per problem; empty
+// enable.gapless.guarantee=false, a partitioner that does not map a key to one partition. One line per problem; empty
 // when the settings keep per-key order.
 std::vector<std::string> OrderingProblems(const std::vector<std::pair<std::string, std::string>>& conf);
 

@@ -107,7 +107,6 @@ struct Rec {
 struct Request {
   std::vector<Rec> recs;
   TimePoint respond_at{};
-  bool purged = false;
 };
 
 struct Logged {
@@ -169,6 +168,7 @@ class SimSink final : public RecordSink {
   std::map<int, std::deque<Rec>> queue_;
   std::map<int, std::deque<Request>> inflight_;
   std::map<int, TimePoint> last_respond_;
+  std::map<int, std::deque<Request>> zombies_;  // sent before a purge, may still land
   std::map<int, bool> purge_cut_;  // a purged request of the partition did not land
   std::optional<std::string> fatal_;
   std::vector<Delivery> reports_;
@@ -545,6 +545,7 @@ RecordSink::ProduceStatus SimSink::Produce(const OutboxRow& row, std::uint64_t t
     r.partition = w_.Uniform(0, w_.partitions() - 1);
   }
   r.queued_at = w_.now();
+  w_.Trace("h" + std::to_string(host_) + " produce id=" + std::to_string(row.id) + " p=" + std::to_string(r.partition));
   queue_[r.partition].push_back(r);
   w_.NoteProduced(host_, row.id);
   Later(w_.now() + Ms(5), &SimSink::SendReadyAll, 0);  // linger.ms=5
@@ -589,23 +590,25 @@ void SimSink::SendReady() {
 }
 
 void SimSink::Respond(int p) {
-  auto& in = inflight_[p];
-  if (in.empty() || in.front().respond_at > w_.now()) return;  // cancelled by a retry
-  Request req = std::move(in.front());
-  in.pop_front();
   std::string h = "h" + std::to_string(host_);
-  if (req.purged) {
-    // Sent before the purge: it may still land, but (idempotence: sequence numbers are
-    // contiguous per partition) only if every earlier request of the partition did.
+  // Requests of a purged (replaced) producer, already reported failed: they may still
+  // land, but (idempotence: sequence numbers are contiguous per partition and producer)
+  // only while every earlier one of the partition did. New requests go their own way.
+  auto& z = zombies_[p];
+  while (!z.empty() && z.front().respond_at <= w_.now()) {
     if (!purge_cut_[p] && w_.Chance(0.5)) {
-      for (const auto& r : req.recs) w_.Append(p, r, host_);
-      w_.AddDupBudget(static_cast<std::int64_t>(req.recs.size()));  // reported failed: sent again
+      for (const auto& r : z.front().recs) w_.Append(p, r, host_);
+      w_.AddDupBudget(static_cast<std::int64_t>(z.front().recs.size()));  // reported failed: sent again
     } else {
       purge_cut_[p] = true;
     }
-    SendReady();  // its slot is free
-    return;
+    z.pop_front();
+    if (z.empty()) purge_cut_[p] = false;
   }
+  auto& in = inflight_[p];
+  if (in.empty() || in.front().respond_at > w_.now()) return;  // a zombie's, or cancelled by a retry
+  Request req = std::move(in.front());
+  in.pop_front();
   if (!w_.broker_up() || w_.Chance(w_.transient_p())) {
     // Transient: the idempotent producer retries this request and every later one of the
     // partition, in order (they were refused as out of sequence). Nothing is reported,
@@ -664,9 +667,11 @@ void SimSink::Purge() {
   }
   for (auto& [p, in] : inflight_) {
     for (auto& req : in) {
-      req.purged = true;
       for (const auto& r : req.recs) Fail(r, DeliveryFailure::kTransient, "Local: Purged in flight");
+      zombies_[p].push_back(std::move(req));
     }
+    in.clear();
+    last_respond_[p] = w_.now();
   }
 }
 
@@ -688,6 +693,7 @@ void SimSink::Crash() {
     }
     in.clear();
   }
+  zombies_.clear();
   reports_.clear();
 }
 
@@ -784,6 +790,11 @@ void World::Setup() {
         {{"partitioner", "random"}},
         {{"enable.gapless.guarantee", "false"}}};
     kafka_conf_.user = weak[Uniform(0, 3)];
+  }
+  // The relay refuses settings that break per-key order at start-up (kafka_producer.h).
+  if (auto problems = relay::OrderingProblems(kafka_conf_.user); !problems.empty()) {
+    Trace("relay refuses to start: " + problems.front());
+    kafka_conf_.user.clear();
   }
   // The producer runs with the relay's defaults, then --kafka-conf (kafka_producer.h).
   auto effective = relay::DefaultKafkaConf();
