@@ -1131,7 +1131,10 @@ void World::Heal() {
   // Enough relays that every lane can be owned (--lanes caps what one relay takes).
   int live = 0;
   for (int i = 0; i < 3; ++i) live += hosts_[static_cast<size_t>(i)]->alive && !hosts_[static_cast<size_t>(i)]->stopping;
-  for (int i = 3; i < 6 && (live == 0 || (base_config_.lanes > 0 && live * base_config_.lanes < lane_count_)); ++i) {
+  for (int i = 0; i < 6 && (live == 0 || (base_config_.lanes > 0 && live * base_config_.lanes < lane_count_)); ++i) {
+    auto& h = *hosts_[static_cast<size_t>(i)];
+    if (h.alive && !h.stopping) continue;
+    if (h.alive) continue;  // stopping: exits soon, not restarted
     StartHost(i);
     ++live;
   }
