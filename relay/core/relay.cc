@@ -385,7 +385,7 @@ void Relay::CollectCompleted() {
         for (const auto& [rid, error] : b.rejected) suspects_.erase(rid);
         if (b.retry_needed) isolation_resume_ = now + kRetryPause;
       } else if (!b.suspects.empty()) {
-        suspects_.insert(b.suspects.begin(), b.suspects.end());
+        for (auto rid : b.suspects) suspects_[rid] = id;
         lane.reset_pending = true;  // the rest of the lane again from its lowest id, after
       }
       if (b.retry_needed) {
@@ -423,17 +423,29 @@ bool Relay::IsolatedInFlight() const {
   return false;
 }
 
+void Relay::DropSuspects(int lane) {
+  for (auto it = suspects_.begin(); it != suspects_.end();) {
+    it = it->second == lane ? suspects_.erase(it) : std::next(it);
+  }
+}
+
 void Relay::Isolate() {
   // Only with nothing else in flight: then the suspect is alone in its record batch (and
   // nothing younger of its key can land before it).
   auto now = clock_.Now();
   if (InFlightRecords() > 0 || now < isolation_resume_) return;
   while (!suspects_.empty()) {
-    std::int64_t id = *suspects_.begin();
-    auto rows = store_->Fetch({id});
-    auto lane_it = rows.empty() ? lanes_.end() : lanes_.find(rows.front().lane);
+    auto [id, lane_id] = *suspects_.begin();
+    auto lane_it = lanes_.find(lane_id);
     if (lane_it == lanes_.end() || !lane_it->second.owned || lane_it->second.releasing) {
-      suspects_.erase(suspects_.begin());  // gone, or no longer ours: its owner sees to it
+      // No longer ours: its next owner claims the lane from its lowest id. All of the
+      // lane's suspects go, or a younger one would be published before an older one.
+      DropSuspects(lane_id);
+      continue;
+    }
+    auto rows = store_->Fetch({id});
+    if (rows.empty()) {
+      suspects_.erase(id);  // gone meanwhile
       continue;
     }
     const auto& row = rows.front();
@@ -488,6 +500,7 @@ void Relay::ReleaseIdleLanes() {
   for (auto& [id, lane] : lanes_) {
     if (!lane.releasing || !lane.inflight.empty()) continue;
     store_->UnlockLane(id);
+    DropSuspects(id);
     lane.owned = false;
     lane.releasing = false;
     lane.at_head = true;

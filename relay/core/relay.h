@@ -109,6 +109,7 @@ class Relay {
   void FlushToDatabase();
   void ReleaseIdleLanes();
   void Isolate();
+  void DropSuspects(int lane);
   bool IsolatedInFlight() const;
   void ResetProducer(const std::string& why);
   bool CanClaimNow() const;
@@ -132,7 +133,7 @@ class Relay {
   // Rows of record batches Kafka refused as a whole (ids, lowest first). While any is
   // left nothing else is produced: each is produced alone, nothing else in flight, so a
   // refusal is its own (dead letter) and an acknowledgement publishes it in order.
-  std::set<std::int64_t> suspects_;
+  std::map<std::int64_t, int> suspects_;  // id -> lane
   TimePoint isolation_resume_{};
   TimePoint next_reset_{};
   int refusals_ = 0;  // permanent failures reported since the last producer reset
