@@ -140,6 +140,7 @@ void Relay::Rebalance() {
     auto got = store_->TryLockLanes(candidates, need);
     for (int id : got) {
       auto& lane = lanes_[id];
+      ++lane.epoch;
       lane.owned = true;
       lane.releasing = false;
       lane.at_head = true;
@@ -216,6 +217,7 @@ void Relay::ClaimAndProduce() {
     if (lane.reset_pending) {
       if (!lane.inflight.empty()) continue;
       lane.reset_pending = false;
+      lane.drop_suspects = false;
       lane.at_head = false;  // claim at once
     }
     if (lane.at_head && !lane.wake) continue;
@@ -289,6 +291,7 @@ void Relay::ClaimAndProduce() {
     Batch batch;
     batch.seq = next_batch_++;
     batch.claimed_at = now;
+    batch.epoch = lane.epoch;
     for (auto* row : fresh) {
       // The byte cap: stop here (the rest stays in the table, claimed again once
       // acknowledgements free room). A row larger than the cap goes alone.
@@ -384,9 +387,17 @@ void Relay::CollectCompleted() {
         for (auto rid : b.delivered) suspects_.erase(rid);
         for (const auto& [rid, error] : b.rejected) suspects_.erase(rid);
         if (b.retry_needed) isolation_resume_ = now + kRetryPause;
-      } else if (!b.suspects.empty()) {
+      } else if (!b.suspects.empty() && lane.owned && !lane.releasing && b.epoch == lane.epoch &&
+                 !lane.drop_suspects) {
         for (auto rid : b.suspects) suspects_[rid] = id;
         lane.reset_pending = true;  // the rest of the lane again from its lowest id, after
+      } else if (!b.suspects.empty()) {
+        // Claimed before the lane was lost (and maybe taken again): younger suspects of
+        // the lane must not go alone before these older rows. Drop them all; the lane is
+        // claimed again from its lowest id, where refused rows become suspects again.
+        DropSuspects(id);
+        lane.reset_pending = true;
+        lane.drop_suspects = true;  // until that claim: later batches' suspects are younger
       }
       if (b.retry_needed) {
         // Rows that failed stay in the table; the lane starts again from its lowest id
@@ -453,6 +464,7 @@ void Relay::Isolate() {
     batch.seq = next_batch_++;
     batch.claimed_at = now;
     batch.isolated = true;
+    batch.epoch = lane_it->second.epoch;
     batch.ids.push_back(id);
     std::uint64_t token = next_token_++;
     std::string error;

@@ -83,6 +83,7 @@ class Relay {
     std::vector<std::int64_t> suspects;   // in a record batch Kafka refused: maybe innocent
     bool retry_needed = false;            // a transient failure
     bool isolated = false;                // one suspect produced alone: its failure is its own
+    std::uint64_t epoch = 0;              // the lane's ownership when it was claimed
   };
   struct Lane {
     bool owned = false;
@@ -92,6 +93,8 @@ class Relay {
     bool reset_pending = false;      // a failure or a late commit: claim again once idle
     bool wake = true;                // a wake-up or the poll timer asks for a claim
     std::deque<Batch> inflight;
+    std::uint64_t epoch = 0;         // counts acquisitions: batches of an earlier one are stale
+    bool drop_suspects = false;      // older refused rows were dropped: until the reset claim
   };
   // Where a record given to the sink belongs (the token's entry in tokens_).
   struct InFlightRecord {

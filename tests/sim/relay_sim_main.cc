@@ -34,6 +34,8 @@ const std::vector<std::uint64_t> kRegressionSeeds = {
     73,   // --kafka-conf settings that reorder a key: partitioner=random (bug 4)
     1,    // lane count changed while relays run (bug 5)
     8,    // busy loop while draining at shutdown
+    1772,   // suspects of a lane lost and taken again: stale ones dropped, younger ones first (fix of bug 3)
+    66269,  // the same, a session lost between two refused batches of one lane (fix of bug 3)
     47297,  // a released lane's older suspects dropped, younger ones published first (fix of bug 3)
 };
 
