@@ -70,7 +70,7 @@ SET search_path = pg_catalog, pg_temp AS $$
   SELECT max_prepared_payload_bytes::bigint FROM outbox.settings
 $$;
 
--- outbox.publish as in 0001, plus the limits.
+-- outbox.publish as in 0005 (the lane-count lock), plus the limits.
 CREATE OR REPLACE FUNCTION outbox.publish(topic text, key text, payload bytea, headers jsonb DEFAULT '{}')
 RETURNS uuid LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS $$
@@ -81,6 +81,8 @@ BEGIN
   PERFORM outbox.check_topic('outbox.publish', topic);
   headers := coalesce(headers, '{}'::jsonb);
   PERFORM outbox.check_headers('outbox.publish', headers);
+  -- As in 0005: the lane count cannot change between reading it and this commit.
+  PERFORM pg_advisory_xact_lock_shared(1869769827, 0);
   SELECT * INTO s FROM outbox.settings;
   PERFORM outbox.check_limits('outbox.publish', topic, key, payload, headers, s.max_payload_bytes);
   INSERT INTO outbox.messages (message_id, lane, topic, key, payload, headers)
@@ -105,6 +107,36 @@ BEGIN
   SELECT id, message_id, lane, topic, key, payload, headers, created_at, left(coalesce(error, ''), 2000) FROM d
   ON CONFLICT (id) DO UPDATE SET error = EXCLUDED.error, failed_at = now();
   RETURN FOUND;
+END
+$$;
+
+-- Operators (`outbox-relay dead-letters retry`): moves a dead letter back into the queue,
+-- re-validated like a publish (topic, headers, limits: a forged or stale row cannot enter
+-- the queue), in the lane its key has now (0005), under the SAME id, so the id an operator
+-- saw in `dead-letters list` stays the message's handle (it is parked under it again if
+-- Kafka refuses it again). Returns false when no such dead letter exists.
+CREATE OR REPLACE FUNCTION outbox.retry_dead_letter(dead_id bigint)
+RETURNS boolean LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  d outbox.dead_letters;
+  s outbox.settings;
+BEGIN
+  PERFORM pg_advisory_xact_lock_shared(1869769827, 0);
+  DELETE FROM outbox.dead_letters WHERE id = dead_id RETURNING * INTO d;
+  IF NOT FOUND THEN
+    RETURN false;
+  END IF;
+  PERFORM outbox.check_topic('outbox.retry_dead_letter', d.topic);
+  PERFORM outbox.check_headers('outbox.retry_dead_letter', d.headers);
+  SELECT * INTO s FROM outbox.settings;
+  PERFORM outbox.check_limits('outbox.retry_dead_letter', d.topic, d.key, d.payload, d.headers, s.max_payload_bytes);
+  INSERT INTO outbox.messages (id, message_id, lane, topic, key, payload, headers, created_at)
+  OVERRIDING SYSTEM VALUE
+  VALUES (d.id, d.message_id, outbox.lane_of(d.key, d.message_id, s.lane_count), d.topic, d.key, d.payload,
+          d.headers, d.created_at);
+  PERFORM pg_notify('outbox_relay', '');
+  RETURN true;
 END
 $$;
 

@@ -2,17 +2,41 @@
 
 #include <prometheus/registry.h>
 
+#include <random>
+
 #include "common/errors.h"
 #include "common/redact.h"
 #include "core/relay.h"
+#include "kafka/kafka_producer.h"
 #include "half_messages/check_back.h"
 #include "ops/metrics_server.h"
 #include "ops/relay_metrics.h"
 #include "ops/signals.h"
 #include "ops/stats_poller.h"
 #include "pg/db.h"
+#include "pg/outbox_store.h"
 
 namespace outbox::relay {
+namespace {
+
+// The relay core's metric hooks, onto the Prometheus families.
+class MetricsObserver final : public RelayObserver {
+ public:
+  explicit MetricsObserver(RelayMetrics& m) : m_(m) {}
+  void Published(int records) override { m_.published.Increment(static_cast<double>(records)); }
+  void DeliveryFailed() override { m_.failed.Increment(); }
+  void DeadLettered() override { m_.dead_lettered.Increment(); }
+  void Reconnected() override { m_.db_reconnects.Increment(); }
+  void DbConnected(bool connected) override { m_.db_connected.Set(connected ? 1 : 0); }
+  void OwnedLanes(int lanes) override { m_.owned_lanes.Set(lanes); }
+  void InFlight(int records) override { m_.inflight.Set(records); }
+  void BatchLatency(double seconds) override { m_.batch_latency.Observe(seconds); }
+
+ private:
+  RelayMetrics& m_;
+};
+
+}  // namespace
 
 int RunRelay(const RunConfig& c, std::shared_ptr<spdlog::logger> log) {
   CheckConninfo(c.db);
@@ -22,7 +46,14 @@ int RunRelay(const RunConfig& c, std::shared_ptr<spdlog::logger> log) {
   log->info("outbox-relay run db={} brokers={} lanes={} batch_size={} metrics_listen={}", RedactConninfo(c.db),
             c.brokers, c.lanes == 0 ? std::string("fair share") : std::to_string(c.lanes), c.batch_size,
             c.metrics_listen.empty() ? std::string("off") : c.metrics_listen);
-  Relay relay{c, log, metrics};
+  // The core state machine, wired to libpq, librdkafka and the steady clock.
+  MetricsObserver observer{metrics};
+  SteadyClock clock;
+  KafkaProducer producer{c.brokers, c.kafka_conf, log};
+  auto connect = [&c]() -> std::unique_ptr<OutboxStore> {
+    return std::make_unique<PgOutboxStore>(c.db, "outbox-relay");
+  };
+  Relay relay{c, RelayLimits{}, clock, connect, producer, observer, log, std::random_device{}()};
   std::unique_ptr<MetricsServer> server;
   if (!c.metrics_listen.empty()) {
     server = std::make_unique<MetricsServer>(c.metrics_listen, registry);

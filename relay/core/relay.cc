@@ -4,7 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <random>
+#include <set>
 #include <unordered_set>
 
 #include "core/lane_plan.h"
@@ -14,39 +14,59 @@ namespace {
 
 using std::chrono::milliseconds;
 
-// Records produced and not acknowledged, over all lanes: bounds memory.
-constexpr int kMaxInflightRecords = 50000;
 // A lane whose delivery failed (transient) waits this long before re-claiming.
 constexpr milliseconds kRetryPause{1000};
 // Not ready if a batch waits this long for Kafka.
 constexpr milliseconds kStuckAfter{30000};
 constexpr milliseconds kMaxConnectBackoff{5000};
 
-milliseconds Jitter(milliseconds d) {
-  static thread_local std::mt19937 rng{std::random_device{}()};
-  std::uniform_real_distribution<double> f{0.8, 1.2};
-  return milliseconds(static_cast<long long>(d.count() * f(rng)));
+std::int64_t RowBytes(const OutboxRow& row) {
+  std::int64_t n = static_cast<std::int64_t>(row.topic.size() + row.message_id.size());
+  if (row.key) n += static_cast<std::int64_t>(row.key->size());
+  if (row.payload) n += static_cast<std::int64_t>(row.payload->size());
+  for (const auto& [k, v] : row.headers) n += static_cast<std::int64_t>(k.size() + v.size());
+  return n;
 }
 
 }  // namespace
 
-Relay::Relay(const RunConfig& config, std::shared_ptr<spdlog::logger> log, RelayMetrics& metrics)
-    : config_(config), log_(std::move(log)), metrics_(metrics), producer_(config.brokers, config.kafka_conf, log_) {}
+Relay::Relay(const RunConfig& config, const RelayLimits& limits, const Clock& clock, OutboxStoreFactory connect,
+             RecordSink& sink, RelayObserver& observer, std::shared_ptr<spdlog::logger> log, std::uint64_t seed)
+    : config_(config),
+      limits_(limits),
+      clock_(clock),
+      connect_(std::move(connect)),
+      sink_(sink),
+      observer_(observer),
+      log_(std::move(log)),
+      rng_(seed) {
+  auto now = clock_.Now();
+  next_rebalance_ = next_poll_ = next_connect_ = drain_deadline_ = now;
+  if (config_.batch_size > limits_.max_inflight_records) {
+    log_->warn("--batch-size is above the in-flight cap; claiming at most the cap batch_size={} cap={}",
+               config_.batch_size, limits_.max_inflight_records);
+  }
+}
 
 Relay::~Relay() = default;
 
+milliseconds Relay::Jitter(milliseconds d) {
+  std::uniform_real_distribution<double> f{0.8, 1.2};
+  return milliseconds(static_cast<long long>(static_cast<double>(d.count()) * f(rng_)));
+}
+
 void Relay::Connect() {
-  auto now = Clock::now();
+  auto now = clock_.Now();
   try {
-    auto store = std::make_unique<OutboxStore>(config_.db, "outbox-relay");
+    auto store = connect_();
     member_slot_ = store->JoinGroup();
-    lane_count_ = store->lane_count();
+    lane_count_ = store->LaneCount();
     store_ = std::move(store);
-    metrics_.db_connected.Set(1);
+    observer_.DbConnected(true);
     connect_backoff_ = milliseconds{100};
     next_rebalance_ = now;
     log_->info("connected to PostgreSQL lanes={} member_slot={}", lane_count_, member_slot_);
-  } catch (const PgError& e) {
+  } catch (const StoreError& e) {
     next_connect_ = now + Jitter(connect_backoff_);
     log_->warn("cannot use PostgreSQL, retrying in {}ms error={}", connect_backoff_.count(), e.what());
     connect_backoff_ = std::min(connect_backoff_ * 2, kMaxConnectBackoff);
@@ -56,54 +76,113 @@ void Relay::Connect() {
 void Relay::OnConnectionLost(const std::string& why) {
   log_->error("lost the PostgreSQL session; lanes are free until it is back error={}", why);
   store_.reset();
+  suspects_.clear();  // the lanes are free now: their next owners produce these rows
   for (auto& [id, lane] : lanes_) {
     lane.owned = false;
     lane.releasing = false;
     lane.at_head = true;
   }
-  metrics_.db_connected.Set(0);
-  metrics_.owned_lanes.Set(0);
-  metrics_.db_reconnects.Increment();
-  next_connect_ = Clock::now();
+  observer_.DbConnected(false);
+  observer_.OwnedLanes(0);
+  observer_.Reconnected();
+  next_connect_ = clock_.Now();
 }
 
 void Relay::Rebalance() {
   int live = store_->LiveRelays();
-  std::set<int> owned;
-  for (const auto& [id, lane] : lanes_) {
-    if (lane.owned && !lane.releasing) owned.insert(id);
+  // The lane count can change while relays run (outbox.set_lane_count, between drains):
+  // read it every time. Lanes beyond it are released once nothing of them is in flight.
+  int lanes_now = store_->LaneCount();
+  if (lanes_now != lane_count_) {
+    log_->info("lane count changed from={} to={}", lane_count_, lanes_now);
+    lane_count_ = lanes_now;
   }
-  auto plan = PlanLanes(lane_count_, live, config_.lanes, member_slot_, owned);
-  if (!plan.try_acquire.empty()) {
-    int need = plan.target - static_cast<int>(owned.size());
-    auto got = store_->TryLockLanes(plan.try_acquire, need);
+  for (auto it = lanes_.begin(); it != lanes_.end();) {
+    auto& [id, lane] = *it;
+    if (id < lane_count_) {
+      ++it;
+    } else if (lane.owned) {
+      if (!lane.releasing) log_->info("lane releasing lane={} (beyond the lane count {})", id, lane_count_);
+      lane.releasing = true;
+      ++it;
+    } else if (lane.inflight.empty()) {
+      it = lanes_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  // held: lanes whose lock this session holds (releasing ones included); active: held
+  // and not being released. A releasing lane is still locked by us: taking it "again"
+  // with pg_try_advisory_lock would succeed and stack the lock, and the single unlock of
+  // a later release would leave it locked but unowned (nobody publishes it until this
+  // relay restarts). So a releasing lane that is wanted again is just kept.
+  std::set<int> held, active;
+  for (const auto& [id, lane] : lanes_) {
+    if (!lane.owned) continue;
+    held.insert(id);
+    if (!lane.releasing) active.insert(id);
+  }
+  int target = FairShare(lane_count_, live, config_.lanes);
+  for (int id : held) {
+    if (static_cast<int>(active.size()) >= target) break;
+    if (active.count(id) || id >= lane_count_) continue;
+    lanes_[id].releasing = false;
+    active.insert(id);
+    log_->info("lane kept, release cancelled lane={} target={} relays={}", id, target, live);
+  }
+  auto plan = PlanLanes(lane_count_, live, config_.lanes, member_slot_, active);
+  std::vector<int> candidates;
+  for (int id : plan.try_acquire) {
+    if (!held.count(id)) candidates.push_back(id);
+  }
+  if (!candidates.empty()) {
+    int need = plan.target - static_cast<int>(active.size());
+    auto got = store_->TryLockLanes(candidates, need);
     for (int id : got) {
       auto& lane = lanes_[id];
+      ++lane.epoch;
       lane.owned = true;
       lane.releasing = false;
       lane.at_head = true;
       lane.wake = true;
     }
     if (!got.empty()) {
-      log_->info("lanes acquired count={} owned={} target={} relays={}", got.size(), owned.size() + got.size(),
+      log_->info("lanes acquired count={} owned={} target={} relays={}", got.size(), active.size() + got.size(),
                  plan.target, live);
     }
   }
   for (int id : plan.release) {
+    if (lanes_[id].releasing) continue;
     lanes_[id].releasing = true;
     log_->info("lane releasing lane={} target={} relays={}", id, plan.target, live);
   }
   int count = 0;
   for (const auto& [id, lane] : lanes_) count += lane.owned ? 1 : 0;
-  metrics_.owned_lanes.Set(count);
+  observer_.OwnedLanes(count);
 }
 
 int Relay::InFlightRecords() const {
   int n = 0;
   for (const auto& [id, lane] : lanes_) {
-    for (const auto& b : lane.inflight) n += b->pending;
+    for (const auto& b : lane.inflight) n += b.pending;
   }
   return n;
+}
+
+std::int64_t Relay::InFlightBytes() const {
+  std::int64_t n = 0;
+  for (const auto& [id, lane] : lanes_) {
+    for (const auto& b : lane.inflight) n += b.pending > 0 ? b.bytes : 0;
+  }
+  return n;
+}
+
+std::vector<int> Relay::OwnedLanes() const {
+  std::vector<int> out;
+  for (const auto& [id, lane] : lanes_) {
+    if (lane.owned && !lane.releasing) out.push_back(id);
+  }
+  return out;
 }
 
 void Relay::ClaimAndProduce() {
@@ -114,27 +193,46 @@ void Relay::ClaimAndProduce() {
   // produced at once, before the lane's new rows: in id order, as always. No row of its
   // key in flight can be younger — for writers that serialise on a key, id order is
   // commit order, and every row in flight was visible before the late row committed.
-  auto now = Clock::now();
-  int budget = kMaxInflightRecords - InFlightRecords();
+  if (!suspects_.empty()) {
+    Isolate();
+    return;
+  }
+  if (IsolatedInFlight()) return;  // e.g. suspects dropped with a lost session: still alone
+  auto now = clock_.Now();
+  if (InFlightRecords() == 0) bytes_full_ = false;
+  // The in-flight caps bound what this turn may claim. A --batch-size above the record
+  // cap claims at most the cap; lanes take turns (round robin from where the last turn
+  // stopped) so that, with the cap binding, low lanes cannot starve high lanes.
+  int budget = limits_.max_inflight_records - InFlightRecords();
+  int batch_size = std::min(config_.batch_size, limits_.max_inflight_records);
   std::vector<OutboxStore::LaneClaim> claims;
-  for (auto& [id, lane] : lanes_) {
+  std::map<int, int> claim_limit;
+  std::vector<int> order;
+  for (auto it = lanes_.lower_bound(next_lane_); it != lanes_.end(); ++it) order.push_back(it->first);
+  for (auto it = lanes_.begin(); it != lanes_.end() && it->first < next_lane_; ++it) order.push_back(it->first);
+  for (int id : order) {
+    auto& lane = lanes_[id];
     if (!lane.owned || lane.releasing || now < lane.resume_at) continue;
     if (static_cast<int>(lane.inflight.size()) >= config_.max_inflight_batches) continue;
     if (lane.reset_pending) {
       if (!lane.inflight.empty()) continue;
       lane.reset_pending = false;
+      lane.drop_suspects = false;
       lane.at_head = false;  // claim at once
     }
     if (lane.at_head && !lane.wake) continue;
-    if (budget < config_.batch_size) break;
-    budget -= config_.batch_size;
+    if (budget <= 0) break;
+    int limit = std::min(batch_size, budget);
+    budget -= limit;
+    next_lane_ = id + 1;
     int in_flight_rows = 0;
     std::int64_t highest = 0;  // batches may start with late rows: take the maximum
     for (const auto& b : lane.inflight) {
-      in_flight_rows += static_cast<int>(b->entries.size());
-      for (const auto& e : b->entries) highest = std::max(highest, e.id);
+      in_flight_rows += static_cast<int>(b.ids.size());
+      for (auto rid : b.ids) highest = std::max(highest, rid);
     }
-    claims.push_back({id, highest, config_.batch_size + in_flight_rows});
+    claims.push_back({id, highest, limit + in_flight_rows});
+    claim_limit[id] = limit;
   }
   if (claims.empty()) return;
 
@@ -151,13 +249,11 @@ void Relay::ClaimAndProduce() {
     auto& lane = lanes_[claim.lane];
     lane.wake = false;
     std::unordered_set<std::int64_t> in_flight;
-    for (const auto& b : lane.inflight) {
-      for (const auto& e : b->entries) in_flight.insert(e.id);
-    }
+    for (const auto& b : lane.inflight) in_flight.insert(b.ids.begin(), b.ids.end());
     auto& list = to_produce[claim.lane];
     known_up_to[claim.lane] = claim.known_up_to;
     for (auto* row : by_lane[claim.lane]) {
-      if (static_cast<int>(list.size()) >= config_.batch_size) break;
+      if (static_cast<int>(list.size()) >= claim_limit[claim.lane]) break;
       if (row->id > claim.known_up_to) {
         list.push_back(row);
       } else if (!in_flight.count(row->id)) {
@@ -186,29 +282,42 @@ void Relay::ClaimAndProduce() {
   }
 
   bool queue_full = false;
+  std::int64_t bytes_budget = limits_.max_inflight_bytes - InFlightBytes();
   for (const auto& claim : claims) {
     auto& lane = lanes_[claim.lane];
     const auto& fresh = to_produce[claim.lane];
-    lane.at_head = static_cast<int>(fresh.size()) < config_.batch_size;
-    if (fresh.empty() || queue_full) continue;
-    auto batch = std::make_unique<Batch>();
-    batch->lane = claim.lane;
-    batch->claimed_at = now;
-    batch->entries.reserve(fresh.size());  // addresses handed to Kafka must not move
+    lane.at_head = static_cast<int>(fresh.size()) < claim_limit[claim.lane];
+    if (fresh.empty() || queue_full || bytes_full_) continue;
+    Batch batch;
+    batch.seq = next_batch_++;
+    batch.claimed_at = now;
+    batch.epoch = lane.epoch;
     for (auto* row : fresh) {
-      batch->entries.push_back({batch.get(), row->id});
+      // The byte cap: stop here (the rest stays in the table, claimed again once
+      // acknowledgements free room). A row larger than the cap goes alone.
+      std::int64_t bytes = RowBytes(*row);
+      if (bytes > bytes_budget && (InFlightRecords() > 0 || batch.pending > 0)) {
+        bytes_full_ = true;
+        lane.at_head = false;
+        break;
+      }
+      bytes_budget -= bytes;
+      std::uint64_t token = next_token_++;
       std::string error;
       DeliveryFailure failure = DeliveryFailure::kTransient;
-      auto status = producer_.Produce(*row, &batch->entries.back(), &error, &failure);
-      if (status == KafkaProducer::ProduceStatus::kQueued) {
-        ++batch->pending;
-      } else if (status == KafkaProducer::ProduceStatus::kRejected && failure == DeliveryFailure::kPermanent) {
-        batch->rejected.emplace_back(row->id, error);
+      auto status = sink_.Produce(*row, token, &error, &failure);
+      if (status == RecordSink::ProduceStatus::kQueued) {
+        batch.ids.push_back(row->id);
+        batch.bytes += bytes;
+        ++batch.pending;
+        tokens_[token] = {claim.lane, batch.seq, row->id};
+      } else if (status == RecordSink::ProduceStatus::kRejected && failure == DeliveryFailure::kPermanent) {
+        batch.ids.push_back(row->id);
+        batch.rejected.emplace_back(row->id, error);
       } else {
         // Queue full or a transient refusal: stop this lane here. The row and those after
         // it stay in the table; the lane claims again once nothing of it is in flight.
-        batch->entries.pop_back();
-        if (status == KafkaProducer::ProduceStatus::kQueueFull) {
+        if (status == RecordSink::ProduceStatus::kQueueFull) {
           queue_full = true;
         } else {
           log_->warn("produce refused lane={} id={} error={}", claim.lane, row->id, error);
@@ -218,41 +327,78 @@ void Relay::ClaimAndProduce() {
         break;
       }
     }
-    if (!batch->entries.empty()) lane.inflight.push_back(std::move(batch));
+    if (!batch.ids.empty()) lane.inflight.push_back(std::move(batch));
   }
-  metrics_.inflight.Set(InFlightRecords());
+  observer_.InFlight(InFlightRecords());
 }
 
 void Relay::HandleDeliveries(std::vector<Delivery> deliveries) {
+  if (!deliveries.empty()) bytes_full_ = false;  // room again: try the next rows
   for (auto& d : deliveries) {
-    auto* entry = static_cast<Entry*>(d.opaque);
-    Batch* batch = entry->batch;
-    --batch->pending;
+    auto t = tokens_.find(d.token);
+    if (t == tokens_.end()) {
+      log_->error("delivery report for an unknown record token={}", d.token);
+      continue;
+    }
+    InFlightRecord rec = t->second;
+    tokens_.erase(t);
+    auto& lane = lanes_[rec.lane];
+    auto b = std::find_if(lane.inflight.begin(), lane.inflight.end(),
+                          [&](const Batch& x) { return x.seq == rec.batch_seq; });
+    if (b == lane.inflight.end()) continue;
+    --b->pending;
     if (d.ok) {
-      batch->delivered.push_back(entry->id);
+      b->delivered.push_back(rec.id);
     } else if (d.failure == DeliveryFailure::kPermanent) {
-      batch->rejected.emplace_back(entry->id, d.error);
+      ++refusals_;
+      if (b->isolated) {
+        b->rejected.emplace_back(rec.id, d.error);
+      } else {
+        // Kafka refuses whole record batches (too large for the topic, policy, invalid
+        // record) and librdkafka fails every record in it with the batch's error: this
+        // row may be innocent. It is produced again alone before anything else (Isolate).
+        b->suspects.push_back(rec.id);
+        log_->warn("record in a refused record batch, will be tried alone lane={} id={} error={}", rec.lane, rec.id,
+                   d.error);
+      }
     } else {
-      batch->retry_needed = true;
-      metrics_.failed.Increment();
-      log_->warn("delivery failed, will retry lane={} id={} error={}", batch->lane, entry->id, d.error);
+      b->retry_needed = true;
+      observer_.DeliveryFailed();
+      log_->warn("delivery failed, will retry lane={} id={} error={}", rec.lane, rec.id, d.error);
     }
   }
 }
 
 void Relay::CollectCompleted() {
-  auto now = Clock::now();
+  auto now = clock_.Now();
   for (auto& [id, lane] : lanes_) {
     for (auto it = lane.inflight.begin(); it != lane.inflight.end();) {
-      Batch& b = **it;
+      Batch& b = *it;
       if (b.pending > 0) {
         ++it;
         continue;
       }
       to_delete_.insert(to_delete_.end(), b.delivered.begin(), b.delivered.end());
       to_dead_letter_.insert(to_dead_letter_.end(), b.rejected.begin(), b.rejected.end());
-      metrics_.published.Increment(static_cast<double>(b.delivered.size()));
-      metrics_.batch_latency.Observe(std::chrono::duration<double>(now - b.claimed_at).count());
+      observer_.Published(static_cast<int>(b.delivered.size()));
+      observer_.BatchLatency(std::chrono::duration<double>(now - b.claimed_at).count());
+      if (b.isolated) {
+        // Settled (published or parked) unless it failed transiently: then again later.
+        for (auto rid : b.delivered) suspects_.erase(rid);
+        for (const auto& [rid, error] : b.rejected) suspects_.erase(rid);
+        if (b.retry_needed) isolation_resume_ = now + kRetryPause;
+      } else if (!b.suspects.empty() && lane.owned && !lane.releasing && b.epoch == lane.epoch &&
+                 !lane.drop_suspects) {
+        for (auto rid : b.suspects) suspects_[rid] = id;
+        lane.reset_pending = true;  // the rest of the lane again from its lowest id, after
+      } else if (!b.suspects.empty()) {
+        // Claimed before the lane was lost (and maybe taken again): younger suspects of
+        // the lane must not go alone before these older rows. Drop them all; the lane is
+        // claimed again from its lowest id, where refused rows become suspects again.
+        DropSuspects(id);
+        lane.reset_pending = true;
+        lane.drop_suspects = true;  // until that claim: later batches' suspects are younger
+      }
       if (b.retry_needed) {
         // Rows that failed stay in the table; the lane starts again from its lowest id
         // once nothing of it is in flight.
@@ -262,14 +408,14 @@ void Relay::CollectCompleted() {
       it = lane.inflight.erase(it);
     }
   }
-  metrics_.inflight.Set(InFlightRecords());
+  observer_.InFlight(InFlightRecords());
 }
 
 void Relay::FlushToDatabase() {
   while (!to_dead_letter_.empty()) {
     const auto& [id, error] = to_dead_letter_.back();
     store_->DeadLetter(id, error);
-    metrics_.dead_lettered.Increment();
+    observer_.DeadLettered();
     log_->error("message parked in outbox.dead_letters id={} error={}", id, error);
     to_dead_letter_.pop_back();
   }
@@ -279,10 +425,94 @@ void Relay::FlushToDatabase() {
   }
 }
 
+bool Relay::IsolatedInFlight() const {
+  for (const auto& [id, lane] : lanes_) {
+    for (const auto& b : lane.inflight) {
+      if (b.isolated && b.pending > 0) return true;
+    }
+  }
+  return false;
+}
+
+void Relay::DropSuspects(int lane) {
+  for (auto it = suspects_.begin(); it != suspects_.end();) {
+    it = it->second == lane ? suspects_.erase(it) : std::next(it);
+  }
+}
+
+void Relay::Isolate() {
+  // Only with nothing else in flight: then the suspect is alone in its record batch (and
+  // nothing younger of its key can land before it).
+  auto now = clock_.Now();
+  if (InFlightRecords() > 0 || now < isolation_resume_) return;
+  while (!suspects_.empty()) {
+    auto [id, lane_id] = *suspects_.begin();
+    auto lane_it = lanes_.find(lane_id);
+    if (lane_it == lanes_.end() || !lane_it->second.owned || lane_it->second.releasing) {
+      // No longer ours: its next owner claims the lane from its lowest id. All of the
+      // lane's suspects go, or a younger one would be published before an older one.
+      DropSuspects(lane_id);
+      continue;
+    }
+    auto rows = store_->Fetch({id});
+    if (rows.empty()) {
+      suspects_.erase(id);  // gone meanwhile
+      continue;
+    }
+    const auto& row = rows.front();
+    Batch batch;
+    batch.seq = next_batch_++;
+    batch.claimed_at = now;
+    batch.isolated = true;
+    batch.epoch = lane_it->second.epoch;
+    batch.ids.push_back(id);
+    std::uint64_t token = next_token_++;
+    std::string error;
+    DeliveryFailure failure = DeliveryFailure::kTransient;
+    auto status = sink_.Produce(row, token, &error, &failure);
+    if (status == RecordSink::ProduceStatus::kQueued) {
+      batch.bytes = RowBytes(row);
+      batch.pending = 1;
+      tokens_[token] = {row.lane, batch.seq, id};
+      log_->info("producing a row of a refused record batch alone lane={} id={}", row.lane, id);
+    } else if (status == RecordSink::ProduceStatus::kRejected && failure == DeliveryFailure::kPermanent) {
+      batch.rejected.emplace_back(id, error);
+    } else {
+      isolation_resume_ = now + kRetryPause;
+      return;
+    }
+    lane_it->second.inflight.push_back(std::move(batch));
+    return;
+  }
+}
+
+void Relay::ResetProducer(const std::string& why) {
+  // With enable.gapless.guarantee a refused record batch makes the producer fatal, so no
+  // later record of its partition lands; the refused rows become suspects (Poll reported
+  // them) and everything else comes back as a transient failure of the old producer.
+  HandleDeliveries(sink_.Poll());
+  if (refusals_ == 0) {
+    // Not a refused record batch: idempotence broken beyond repair. Stop as before.
+    log_->critical("fatal Kafka producer error, stopping (undelivered rows stay in the outbox) error={}", why);
+    exit_code_ = 1;
+    draining_ = true;
+    drain_deadline_ = clock_.Now();
+    next_reset_ = TimePoint::max();
+    return;
+  }
+  log_->error("Kafka refused a record batch; starting a new producer error={}", why);
+  sink_.Reset();
+  HandleDeliveries(sink_.Poll());
+  CollectCompleted();
+  refusals_ = 0;
+  next_reset_ = clock_.Now() + kRetryPause;
+}
+
 void Relay::ReleaseIdleLanes() {
   for (auto& [id, lane] : lanes_) {
     if (!lane.releasing || !lane.inflight.empty()) continue;
     store_->UnlockLane(id);
+    DropSuspects(id);
     lane.owned = false;
     lane.releasing = false;
     lane.at_head = true;
@@ -292,7 +522,11 @@ void Relay::ReleaseIdleLanes() {
 
 bool Relay::CanClaimNow() const {
   if (!store_ || draining_) return false;
-  auto now = Clock::now();
+  // At a cap: wait for acknowledgements, do not spin.
+  if (!suspects_.empty()) return InFlightRecords() == 0 && clock_.Now() >= isolation_resume_;
+  if (IsolatedInFlight()) return false;
+  if (bytes_full_ || InFlightRecords() >= limits_.max_inflight_records) return false;
+  auto now = clock_.Now();
   for (const auto& [id, lane] : lanes_) {
     if (!lane.owned || lane.releasing || now < lane.resume_at) continue;
     if (static_cast<int>(lane.inflight.size()) >= config_.max_inflight_batches) continue;
@@ -305,106 +539,116 @@ bool Relay::CanClaimNow() const {
   return false;
 }
 
+void Relay::Stop() { stopping_ = true; }
+
+milliseconds Relay::Step() {
+  if (done_) return milliseconds{0};
+  auto now = clock_.Now();
+  if (stopping_ && !draining_) {
+    draining_ = true;
+    drain_deadline_ = now + config_.shutdown_timeout;
+    log_->info("stopping: no new claims in_flight={}", InFlightRecords());
+  }
+  HandleDeliveries(sink_.Poll());
+  CollectCompleted();
+  if (auto fatal = sink_.FatalError(); fatal && now >= next_reset_) ResetProducer(*fatal);
+
+  if (!store_ && now >= next_connect_) Connect();
+  if (store_) {
+    try {
+      if (store_->TakeWakeups()) {
+        for (auto& [id, lane] : lanes_) lane.wake = true;
+      }
+      if (now >= next_poll_) {
+        for (auto& [id, lane] : lanes_) lane.wake = true;
+        next_poll_ = now + config_.poll_interval;
+      }
+      FlushToDatabase();
+      ReleaseIdleLanes();
+      if (!draining_ && now >= next_rebalance_) {
+        Rebalance();
+        next_rebalance_ = now + config_.rebalance_interval;
+      }
+      if (!draining_) ClaimAndProduce();
+    } catch (const StoreError& e) {
+      if (e.connection_lost()) {
+        OnConnectionLost(e.what());
+      } else {
+        // A statement failed on a live session (e.g. privileges): retry after a pause.
+        log_->error("database statement failed, retrying error={} sqlstate={}", e.what(), e.sqlstate());
+        next_connect_ = now + kRetryPause;
+        next_poll_ = now + kRetryPause;
+      }
+    }
+  }
+
+  bool stuck = false;
+  for (const auto& [id, lane] : lanes_) {
+    if (!lane.inflight.empty() && now - lane.inflight.front().claimed_at > kStuckAfter) stuck = true;
+  }
+  ready_.store(store_ != nullptr && !stuck);
+
+  if (draining_) {
+    bool drained = InFlightRecords() == 0 && to_delete_.empty() && to_dead_letter_.empty();
+    if (drained) {
+      done_ = true;
+      return milliseconds{0};
+    }
+    if (now >= drain_deadline_) {
+      log_->warn("shutdown timeout: records still in flight will be published again in_flight={} undeleted={}",
+                 InFlightRecords(), to_delete_.size());
+      sink_.Purge();
+      HandleDeliveries(sink_.Poll());
+      CollectCompleted();
+      if (store_) {
+        try {
+          FlushToDatabase();
+        } catch (const StoreError& e) {
+          log_->warn("could not delete delivered rows at shutdown error={}", e.what());
+        }
+      }
+      done_ = true;
+      return milliseconds{0};
+    }
+  }
+
+  // Wait for Kafka reports, a wake-up, the stop signal or the next timer.
+  if (draining_) {
+    // Reports end the wait early; the deadline (or a reconnection) is checked every 50 ms.
+    auto left = std::chrono::duration_cast<milliseconds>(drain_deadline_ - now);
+    return std::clamp(left, milliseconds{1}, milliseconds{50});
+  }
+  if (CanClaimNow()) return milliseconds{0};
+  // Disconnected, only the next connection attempt matters: the poll and rebalance
+  // timers lie in the past and would make this loop spin until then.
+  auto until = store_ ? std::min(next_poll_, next_rebalance_) : next_connect_;
+  for (const auto& [id, lane] : lanes_) {
+    if (lane.owned && lane.resume_at > now) until = std::min(until, lane.resume_at);
+  }
+  if (store_ && !suspects_.empty() && isolation_resume_ > now) until = std::min(until, isolation_resume_);
+  if (sink_.FatalError() && next_reset_ > now) until = std::min(until, next_reset_);
+  auto wait = std::chrono::duration_cast<milliseconds>(until - clock_.Now());
+  return std::clamp(wait, milliseconds{0}, config_.poll_interval);
+}
+
 int Relay::Run(const std::atomic<bool>& stop, int stop_fd) {
-  Clock::time_point drain_deadline{};
-  int exit_code = 0;
   log_->info("relay starting brokers={} batch_size={} max_inflight_batches={} poll_interval={}ms",
              config_.brokers, config_.batch_size, config_.max_inflight_batches, config_.poll_interval.count());
   while (true) {
-    auto now = Clock::now();
-    if (stop.load() && !draining_) {
-      draining_ = true;
-      drain_deadline = now + config_.shutdown_timeout;
-      log_->info("stopping: no new claims in_flight={}", InFlightRecords());
-    }
-    producer_.ClearEventFd();
-    HandleDeliveries(producer_.Poll(milliseconds{0}));
-    CollectCompleted();
-    if (auto fatal = producer_.FatalError(); fatal && exit_code == 0) {
-      log_->critical("fatal Kafka producer error, stopping (undelivered rows stay in the outbox) error={}", *fatal);
-      exit_code = 1;
-      draining_ = true;
-      drain_deadline = now;
-    }
-
-    if (!store_ && now >= next_connect_) Connect();
-    if (store_) {
-      try {
-        if (store_->TakeNotifications()) {
-          for (auto& [id, lane] : lanes_) lane.wake = true;
-        }
-        if (now >= next_poll_) {
-          for (auto& [id, lane] : lanes_) lane.wake = true;
-          next_poll_ = now + config_.poll_interval;
-        }
-        FlushToDatabase();
-        ReleaseIdleLanes();
-        if (!draining_ && now >= next_rebalance_) {
-          Rebalance();
-          next_rebalance_ = now + config_.rebalance_interval;
-        }
-        if (!draining_) ClaimAndProduce();
-      } catch (const PgError& e) {
-        if (e.connection_lost()) {
-          OnConnectionLost(e.what());
-        } else {
-          // A statement failed on a live session (e.g. privileges): retry after a pause.
-          log_->error("database statement failed, retrying error={} sqlstate={}", e.what(), e.sqlstate());
-          next_connect_ = now + kRetryPause;
-          next_poll_ = now + kRetryPause;
-        }
-      }
-    }
-
-    bool stuck = false;
-    for (const auto& [id, lane] : lanes_) {
-      if (!lane.inflight.empty() && now - lane.inflight.front()->claimed_at > kStuckAfter) stuck = true;
-    }
-    ready_.store(store_ != nullptr && !stuck);
-
-    if (draining_) {
-      bool done = InFlightRecords() == 0 && to_delete_.empty() && to_dead_letter_.empty();
-      if (done) break;
-      if (now >= drain_deadline) {
-        log_->warn("shutdown timeout: records still in flight will be published again in_flight={} undeleted={}",
-                   InFlightRecords(), to_delete_.size());
-        producer_.Purge();
-        HandleDeliveries(producer_.Poll(milliseconds{100}));
-        CollectCompleted();
-        if (store_) {
-          try {
-            FlushToDatabase();
-          } catch (const PgError& e) {
-            log_->warn("could not delete delivered rows at shutdown error={}", e.what());
-          }
-        }
-        break;
-      }
-    }
-
-    // Wait for Kafka reports, a NOTIFY, the stop signal or the next timer.
-    milliseconds wait{0};
-    if (!CanClaimNow()) {
-      auto until = std::min(next_poll_, next_rebalance_);
-      if (!store_) until = std::min(until, next_connect_);
-      for (const auto& [id, lane] : lanes_) {
-        if (lane.owned && lane.resume_at > now) until = std::min(until, lane.resume_at);
-      }
-      wait = std::chrono::duration_cast<milliseconds>(until - Clock::now());
-      if (draining_) wait = std::min(wait, milliseconds{50});
-      wait = std::clamp(wait, milliseconds{0}, config_.poll_interval);
-    }
+    if (stop.load()) Stop();
+    auto wait = Step();
+    if (done_) break;
     if (wait.count() > 0) {
       pollfd fds[3];
       int n = 0;
-      fds[n++] = {producer_.event_fd(), POLLIN, 0};
-      if (store_) fds[n++] = {store_->socket(), POLLIN, 0};
+      if (sink_.wait_fd() >= 0) fds[n++] = {sink_.wait_fd(), POLLIN, 0};
+      if (store_ && store_->wait_fd() >= 0) fds[n++] = {store_->wait_fd(), POLLIN, 0};
       if (!draining_ && stop_fd >= 0) fds[n++] = {stop_fd, POLLIN, 0};
       ::poll(fds, static_cast<nfds_t>(n), static_cast<int>(wait.count()));
     }
   }
   log_->info("relay stopped");
-  return exit_code;
+  return exit_code_;
 }
 
 }  // namespace outbox::relay

@@ -6,62 +6,101 @@
 #include <deque>
 #include <map>
 #include <memory>
-#include <optional>
+#include <random>
 #include <set>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "common/config.h"
-#include "kafka/kafka_producer.h"
-#include "pg/outbox_store.h"
-#include "ops/relay_metrics.h"
+#include "core/clock.h"
+#include "core/outbox_store.h"
+#include "core/record_sink.h"
+#include "core/relay_observer.h"
 
 namespace spdlog { class logger; }
 
 namespace outbox::relay {
 
-// The relay loop (`outbox-relay run`). One thread owns it. Per owned lane it claims rows
+// Bounds on what one relay holds in flight (produced, not yet acknowledged), over all
+// lanes: they bound its memory.
+struct RelayLimits {
+  int max_inflight_records = 50000;
+  std::int64_t max_inflight_bytes = 256ll << 20;  // key + payload + headers
+};
+
+// The relay loop (`outbox-relay run`) as a state machine. Per owned lane it claims rows
 // in id order, produces them, waits for Kafka's acknowledgements and only then deletes
 // them; rows Kafka refuses for good move to outbox.dead_letters. Lanes are owned through
 // advisory locks on the relay's one PostgreSQL session and shared fairly with the other
 // relays on the database. See docs/relay.md for the design and its guarantees.
+//
+// It reaches PostgreSQL, Kafka and time only through OutboxStore, RecordSink and Clock,
+// so tests/sim drives the same code in a simulated world. Not thread-safe: one thread
+// calls Step (or Run) and everything else.
 class Relay {
  public:
-  Relay(const RunConfig& config, std::shared_ptr<spdlog::logger> log, RelayMetrics& metrics);
+  Relay(const RunConfig& config, const RelayLimits& limits, const Clock& clock, OutboxStoreFactory connect,
+        RecordSink& sink, RelayObserver& observer, std::shared_ptr<spdlog::logger> log, std::uint64_t seed);
   ~Relay();
+  Relay(const Relay&) = delete;
+  Relay& operator=(const Relay&) = delete;
 
-  // Runs until `stop` becomes true (stop_fd becomes readable at the same time), then
-  // stops claiming, waits for in-flight records up to shutdown_timeout, deletes what was
-  // delivered and returns the exit code: 0, or 1 after a fatal Kafka producer error.
+  // One turn of the loop: serves delivery reports, flushes deletes and dead letters,
+  // rebalances, claims and produces. Returns how long the caller may wait before the
+  // next turn unless a delivery report or a wake-up arrives first (0: call again now).
+  std::chrono::milliseconds Step();
+  // Stop claiming; finish what is in flight (up to shutdown_timeout), then done().
+  void Stop();
+  bool done() const { return done_; }
+  // 0, or 1 after a fatal Kafka producer error other than a refused record batch.
+  int exit_code() const { return exit_code_; }
+
+  // Runs Step until `stop` becomes true (stop_fd becomes readable at the same time) and
+  // the drain is done, waiting in poll(2) on the sink's and the store's descriptors.
+  // Returns exit_code().
   int Run(const std::atomic<bool>& stop, int stop_fd);
 
   // True while the relay has its database session and Kafka acknowledges in time.
   bool ready() const { return ready_.load(); }
 
+  // For checks (tests/sim): what the relay holds now.
+  int InFlightRecords() const;
+  std::int64_t InFlightBytes() const;
+  std::vector<int> OwnedLanes() const;  // owned and not releasing
+  bool connected() const { return store_ != nullptr; }
+
  private:
-  using Clock = std::chrono::steady_clock;
-  struct Batch;
-  struct Entry {
-    Batch* batch;
-    std::int64_t id;
-  };
+  using TimePoint = Clock::TimePoint;
   struct Batch {
-    int lane = 0;
-    Clock::time_point claimed_at;
-    std::vector<Entry> entries;                                   // addresses given to Kafka
+    std::uint64_t seq = 0;
+    TimePoint claimed_at;
+    std::vector<std::int64_t> ids;                                // produced, in produce order
+    std::int64_t bytes = 0;
     int pending = 0;                                              // not yet reported
     std::vector<std::int64_t> delivered;
-    std::vector<std::pair<std::int64_t, std::string>> rejected;   // permanent failures
-    bool retry_needed = false;                                    // a transient failure
+    std::vector<std::pair<std::int64_t, std::string>> rejected;   // refused for good, the row's own fault
+    std::vector<std::int64_t> suspects;   // in a record batch Kafka refused: maybe innocent
+    bool retry_needed = false;            // a transient failure
+    bool isolated = false;                // one suspect produced alone: its failure is its own
+    std::uint64_t epoch = 0;              // the lane's ownership when it was claimed
   };
   struct Lane {
     bool owned = false;
     bool releasing = false;          // stop claiming, unlock once nothing is in flight
     bool at_head = true;             // last claim was short: claim again when woken
-    Clock::time_point resume_at;     // no claims before (after a transient failure)
+    TimePoint resume_at;             // no claims before (after a transient failure)
     bool reset_pending = false;      // a failure or a late commit: claim again once idle
-    bool wake = true;                // a NOTIFY or the poll timer asks for a claim
-    std::deque<std::unique_ptr<Batch>> inflight;
+    bool wake = true;                // a wake-up or the poll timer asks for a claim
+    std::deque<Batch> inflight;
+    std::uint64_t epoch = 0;         // counts acquisitions: batches of an earlier one are stale
+    bool drop_suspects = false;      // older refused rows were dropped: until the reset claim
+  };
+  // Where a record given to the sink belongs (the token's entry in tokens_).
+  struct InFlightRecord {
+    int lane;
+    std::uint64_t batch_seq;
+    std::int64_t id;
   };
 
   void Connect();
@@ -72,23 +111,47 @@ class Relay {
   void CollectCompleted();
   void FlushToDatabase();
   void ReleaseIdleLanes();
+  void Isolate();
+  void DropSuspects(int lane);
+  bool IsolatedInFlight() const;
+  void ResetProducer(const std::string& why);
   bool CanClaimNow() const;
-  int InFlightRecords() const;
+  std::chrono::milliseconds Jitter(std::chrono::milliseconds d);
 
   const RunConfig& config_;
+  RelayLimits limits_;
+  const Clock& clock_;
+  OutboxStoreFactory connect_;
+  RecordSink& sink_;
+  RelayObserver& observer_;
   std::shared_ptr<spdlog::logger> log_;
-  RelayMetrics& metrics_;
-  KafkaProducer producer_;
+  std::mt19937_64 rng_;
   std::unique_ptr<OutboxStore> store_;   // null while disconnected
   int member_slot_ = 0;
   int lane_count_ = 0;
   std::map<int, Lane> lanes_;
+  std::unordered_map<std::uint64_t, InFlightRecord> tokens_;
+  std::uint64_t next_token_ = 1;
+  std::uint64_t next_batch_ = 1;
+  // Rows of record batches Kafka refused as a whole (ids, lowest first). While any is
+  // left nothing else is produced: each is produced alone, nothing else in flight, so a
+  // refusal is its own (dead letter) and an acknowledgement publishes it in order.
+  std::map<std::int64_t, int> suspects_;  // id -> lane
+  TimePoint isolation_resume_{};
+  TimePoint next_reset_{};
+  int refusals_ = 0;  // permanent failures reported since the last producer reset
+  int next_lane_ = 0;          // where the next turn's claims start (round robin)
+  bool bytes_full_ = false;    // the byte cap stopped a lane: wait for acknowledgements
   std::vector<std::int64_t> to_delete_;
   std::vector<std::pair<std::int64_t, std::string>> to_dead_letter_;
+  bool stopping_ = false;
   bool draining_ = false;
-  Clock::time_point next_rebalance_{};
-  Clock::time_point next_poll_{};
-  Clock::time_point next_connect_{};
+  bool done_ = false;
+  int exit_code_ = 0;
+  TimePoint drain_deadline_{};
+  TimePoint next_rebalance_{};
+  TimePoint next_poll_{};
+  TimePoint next_connect_{};
   std::chrono::milliseconds connect_backoff_{100};
   std::atomic<bool> ready_{false};
 };

@@ -5,6 +5,8 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <cstdint>
+
 #include "common/errors.h"
 #include "common/redact.h"
 
@@ -40,7 +42,7 @@ using Context = KafkaProducer::CallbackContext;
 void OnDelivery(rd_kafka_t*, const rd_kafka_message_t* m, void* opaque) {
   auto* reports = static_cast<Context*>(opaque)->reports;
   Delivery d;
-  d.opaque = m->_private;
+  d.token = static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(m->_private));
   d.ok = m->err == RD_KAFKA_RESP_ERR_NO_ERROR;
   if (!d.ok) {
     d.failure = ClassifyKafkaError(m->err);
@@ -65,77 +67,110 @@ void OnError(rd_kafka_t*, int err, const char* reason, void* opaque) {
 
 }  // namespace
 
+void KafkaProducer::HandleDeleter::operator()(rd_kafka_s* rk) const {
+  rd_kafka_purge(rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+  rd_kafka_flush(rk, 1000);
+  rd_kafka_destroy(rk);
+}
+
+void KafkaProducer::QueueDeleter::operator()(rd_kafka_queue_s* q) const { rd_kafka_queue_destroy(q); }
+
+KafkaProducer::Fd& KafkaProducer::Fd::operator=(Fd&& o) noexcept {
+  if (this != &o) {
+    if (fd_ >= 0) close(fd_);
+    fd_ = o.fd_;
+    o.fd_ = -1;
+  }
+  return *this;
+}
+
+KafkaProducer::Fd::~Fd() {
+  if (fd_ >= 0) close(fd_);
+}
+
+std::vector<std::pair<std::string, std::string>> DefaultKafkaConf() {
+  // Chosen for the outbox: never drop a record on our own (message.timeout.ms=0 waits
+  // through broker outages), keep order under retries (idempotence), batch, and let no
+  // record overtake a refused record batch of its partition (enable.gapless.guarantee:
+  // the producer turns fatal instead, and the relay starts a new one; see relay.cc).
+  return {{"enable.idempotence", "true"},
+          {"enable.gapless.guarantee", "true"},
+          {"acks", "all"},
+          {"message.timeout.ms", "0"},
+          {"linger.ms", "5"},
+          {"batch.num.messages", "10000"},
+          {"partitioner", "murmur2_random"},
+          {"client.id", "outbox-relay"}};
+}
+
 KafkaProducer::KafkaProducer(const std::string& brokers,
                              const std::vector<std::pair<std::string, std::string>>& user_conf,
                              std::shared_ptr<spdlog::logger> log)
     : log_(std::move(log)) {
-  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  // Settings under which a younger record of a key can land before an older one that
+  // failed are refused at start-up (exit 2 with the reason), not handled at run time.
+  if (auto problems = OrderingProblems(user_conf); !problems.empty()) throw ConfigError(problems);
+  conf_.emplace_back("bootstrap.servers", brokers);
+  for (auto& kv : DefaultKafkaConf()) conf_.push_back(std::move(kv));
+  conf_.insert(conf_.end(), user_conf.begin(), user_conf.end());
+  int fds[2];
+  if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) throw RuntimeError("pipe2 failed");
+  event_pipe_[0] = Fd{fds[0]};
+  event_pipe_[1] = Fd{fds[1]};
+  callbacks_ = {log_.get(), &reports_};
+  Create();
+}
+
+void KafkaProducer::Create() {
+  std::unique_ptr<rd_kafka_conf_t, void (*)(rd_kafka_conf_t*)> conf{rd_kafka_conf_new(), &rd_kafka_conf_destroy};
   std::vector<std::string> problems;
   char err[512];
-  auto set = [&](const std::string& k, const std::string& v, bool secret) {
-    if (rd_kafka_conf_set(conf, k.c_str(), v.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK) {
+  // User settings come after the defaults and win, except the guarantees cli.cc and
+  // OrderingProblems refuse to weaken.
+  for (const auto& [k, v] : conf_) {
+    if (rd_kafka_conf_set(conf.get(), k.c_str(), v.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK) {
+      bool secret = IsSecretKafkaProperty(k);
       problems.push_back("--kafka-conf " + k + ": " + (secret ? RedactSecret(err, v) : std::string(err)));
     }
-  };
-  // Defaults chosen for the outbox: never drop a record on our own (message.timeout.ms=0
-  // waits through broker outages), keep order under retries (idempotence), and batch.
-  // User settings come after and win, except the guarantees cli.cc refuses to weaken.
-  set("bootstrap.servers", brokers, false);
-  set("enable.idempotence", "true", false);
-  set("acks", "all", false);
-  set("message.timeout.ms", "0", false);
-  set("linger.ms", "5", false);
-  set("batch.num.messages", "10000", false);
-  set("partitioner", "murmur2_random", false);
-  set("client.id", "outbox-relay", false);
-  for (const auto& [k, v] : user_conf) set(k, v, IsSecretKafkaProperty(k));
-  if (!problems.empty()) {
-    rd_kafka_conf_destroy(conf);
-    throw ConfigError(problems);
   }
-  rd_kafka_conf_set_dr_msg_cb(conf, &OnDelivery);
-  rd_kafka_conf_set_log_cb(conf, &OnLog);
-  rd_kafka_conf_set_error_cb(conf, &OnError);
-  callbacks_ = {log_.get(), &reports_};
-  rd_kafka_conf_set_opaque(conf, &callbacks_);
-  rk_ = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
-  if (!rk_) {
-    rd_kafka_conf_destroy(conf);
-    throw ConfigError({std::string("kafka: ") + err});
-  }
-  if (pipe2(event_pipe_, O_NONBLOCK | O_CLOEXEC) != 0) throw RuntimeError("pipe2 failed");
-  main_queue_ = rd_kafka_queue_get_main(rk_);
-  rd_kafka_queue_io_event_enable(main_queue_, event_pipe_[1], "1", 1);
+  if (!problems.empty()) throw ConfigError(problems);
+  rd_kafka_conf_set_dr_msg_cb(conf.get(), &OnDelivery);
+  rd_kafka_conf_set_log_cb(conf.get(), &OnLog);
+  rd_kafka_conf_set_error_cb(conf.get(), &OnError);
+  rd_kafka_conf_set_opaque(conf.get(), &callbacks_);
+  // rd_kafka_new owns the configuration once it succeeds.
+  rk_.reset(rd_kafka_new(RD_KAFKA_PRODUCER, conf.get(), err, sizeof err));
+  if (!rk_) throw ConfigError({std::string("kafka: ") + err});
+  conf.release();
+  main_queue_.reset(rd_kafka_queue_get_main(rk_.get()));
+  rd_kafka_queue_io_event_enable(main_queue_.get(), event_pipe_[1].get(), "1", 1);
 }
 
-KafkaProducer::~KafkaProducer() {
-  if (main_queue_) rd_kafka_queue_destroy(main_queue_);
-  if (rk_) {
-    rd_kafka_purge(rk_, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-    rd_kafka_flush(rk_, 1000);
-    rd_kafka_destroy(rk_);
-  }
-  for (int fd : event_pipe_) {
-    if (fd >= 0) close(fd);
-  }
+void KafkaProducer::Reset() {
+  main_queue_.reset();
+  rk_.reset();  // purges and serves the failed reports into reports_ (HandleDeleter)
+  Create();
 }
 
-KafkaProducer::ProduceStatus KafkaProducer::Produce(const OutboxRow& row, void* opaque, std::string* error,
-                                                    DeliveryFailure* failure) {
+KafkaProducer::~KafkaProducer() = default;
+
+RecordSink::ProduceStatus KafkaProducer::Produce(const OutboxRow& row, std::uint64_t token, std::string* error,
+                                                 DeliveryFailure* failure) {
   rd_kafka_headers_t* headers = rd_kafka_headers_new(row.headers.size() + 1);
   for (const auto& [k, v] : row.headers) {
     rd_kafka_header_add(headers, k.data(), static_cast<ssize_t>(k.size()), v.data(), static_cast<ssize_t>(v.size()));
   }
   rd_kafka_header_add(headers, "message_id", -1, row.message_id.data(), static_cast<ssize_t>(row.message_id.size()));
   // RD_KAFKA_MSG_F_COPY: the row's buffers die with the batch; librdkafka keeps a copy.
+  // The opaque carries the relay's record token, not an address.
   const void* key = row.key ? row.key->data() : nullptr;
   size_t key_len = row.key ? row.key->size() : 0;
   void* value = row.payload ? const_cast<char*>(row.payload->data()) : nullptr;
   size_t value_len = row.payload ? row.payload->size() : 0;
   rd_kafka_resp_err_t err = rd_kafka_producev(
-      rk_, RD_KAFKA_V_TOPIC(row.topic.c_str()), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+      rk_.get(), RD_KAFKA_V_TOPIC(row.topic.c_str()), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
       RD_KAFKA_V_KEY(key, key_len), RD_KAFKA_V_VALUE(value, value_len), RD_KAFKA_V_HEADERS(headers),
-      RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_END);
+      RD_KAFKA_V_OPAQUE(reinterpret_cast<void*>(static_cast<std::uintptr_t>(token))), RD_KAFKA_V_END);
   if (err == RD_KAFKA_RESP_ERR_NO_ERROR) return ProduceStatus::kQueued;  // headers now owned by the record
   rd_kafka_headers_destroy(headers);
   if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) return ProduceStatus::kQueueFull;
@@ -144,31 +179,59 @@ KafkaProducer::ProduceStatus KafkaProducer::Produce(const OutboxRow& row, void* 
   return ProduceStatus::kRejected;
 }
 
-std::vector<Delivery> KafkaProducer::Poll(std::chrono::milliseconds timeout) {
-  reports_.clear();
-  rd_kafka_poll(rk_, static_cast<int>(timeout.count()));
-  // Keep serving whatever else is ready without waiting.
-  while (rd_kafka_poll(rk_, 0) > 0) {
+std::vector<Delivery> KafkaProducer::Poll() {
+  char buf[256];
+  while (read(event_pipe_[0].get(), buf, sizeof buf) > 0) {
+  }
+  while (rd_kafka_poll(rk_.get(), 0) > 0) {
   }
   std::vector<Delivery> out;
   out.swap(reports_);
   return out;
 }
 
-void KafkaProducer::ClearEventFd() {
-  char buf[256];
-  while (read(event_pipe_[0], buf, sizeof buf) > 0) {
-  }
+int KafkaProducer::InFlight() const { return rd_kafka_outq_len(rk_.get()); }
+
+void KafkaProducer::Purge() {
+  rd_kafka_purge(rk_.get(), RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+  rd_kafka_poll(rk_.get(), 100);
 }
-
-int KafkaProducer::InFlight() const { return rd_kafka_outq_len(rk_); }
-
-void KafkaProducer::Purge() { rd_kafka_purge(rk_, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT); }
 
 std::optional<std::string> KafkaProducer::FatalError() const {
   char buf[512];
-  if (rd_kafka_fatal_error(rk_, buf, sizeof buf) != RD_KAFKA_RESP_ERR_NO_ERROR) return std::string(buf);
+  if (rd_kafka_fatal_error(rk_.get(), buf, sizeof buf) != RD_KAFKA_RESP_ERR_NO_ERROR) return std::string(buf);
   return std::nullopt;
+}
+
+std::vector<std::string> OrderingProblems(const std::vector<std::pair<std::string, std::string>>& conf) {
+  std::vector<std::string> problems;
+  auto is_max_retries = [](const std::string& v) {
+    try {
+      return std::stoll(v) >= 2147483647LL;
+    } catch (const std::exception&) {
+      return false;
+    }
+  };
+  for (const auto& [k, v] : conf) {
+    if ((k == "message.timeout.ms" || k == "delivery.timeout.ms") && v != "0") {
+      problems.push_back("--kafka-conf " + k + "=" + v +
+                         ": must stay 0 (a record that times out is retried later, after younger records "
+                         "of its key were delivered: per-key order would break)");
+    } else if ((k == "retries" || k == "message.send.max.retries") && !is_max_retries(v)) {
+      problems.push_back("--kafka-conf " + k + "=" + v +
+                         ": must stay 2147483647 (a record that runs out of retries fails while younger "
+                         "records of its key are delivered: per-key order would break)");
+    } else if (k == "enable.gapless.guarantee" && v != "true") {
+      problems.push_back("--kafka-conf enable.gapless.guarantee=" + v +
+                         ": must stay true (without it a record batch Kafka refuses is skipped and the "
+                         "partition's later records are sent: younger records of a key would land first)");
+    } else if (k == "partitioner" && v == "random") {
+      problems.push_back("--kafka-conf partitioner=random: records of one key must go to one partition; use "
+                         "murmur2_random (the default), murmur2, consistent, consistent_random, fnv1a or "
+                         "fnv1a_random");
+    }
+  }
+  return problems;
 }
 
 }  // namespace outbox::relay

@@ -7,66 +7,44 @@
 #include <utility>
 #include <vector>
 
-#include "core/outbox_row.h"
+#include "core/record_sink.h"
 
 struct rd_kafka_s;
 struct rd_kafka_queue_s;
+struct rd_kafka_conf_s;
 namespace spdlog { class logger; }
 
 namespace outbox::relay {
 
-// What a failed delivery means for the row (the one classifier; see kafka_producer.cc).
-enum class DeliveryFailure {
-  kPermanent,  // Kafka will never take this record: park it in outbox.dead_letters
-  kTransient,  // try again later: keep the row
-};
-
-struct Delivery {
-  void* opaque = nullptr;           // what Produce was given
-  bool ok = true;
-  DeliveryFailure failure = DeliveryFailure::kTransient;
-  std::string error;                // when !ok
-};
-
-// The Kafka adapter: an idempotent producer (enable.idempotence=true, acks=all) that
-// writes outbox rows as records: key, value, headers + message_id. Records of one key go
-// to one partition (murmur2, like the Java client) in produce order.
-// Not thread-safe: owned by the relay loop.
-class KafkaProducer {
+// The Kafka adapter (core/record_sink.h): an idempotent librdkafka producer
+// (enable.idempotence=true, acks=all) that writes outbox rows as records: key, value,
+// headers + message_id. Records of one key go to one partition (murmur2, like the Java
+// client) in produce order. Not thread-safe: owned by the relay loop.
+class KafkaProducer final : public RecordSink {
  public:
-  // Throws ConfigError if a property is rejected by librdkafka.
+  // Throws ConfigError if a property is rejected by librdkafka, or would let records of
+  // one key reach Kafka out of order (OrderingProblems).
   KafkaProducer(const std::string& brokers, const std::vector<std::pair<std::string, std::string>>& conf,
                 std::shared_ptr<spdlog::logger> log);
-  ~KafkaProducer();
+  ~KafkaProducer() override;
   KafkaProducer(const KafkaProducer&) = delete;
   KafkaProducer& operator=(const KafkaProducer&) = delete;
 
-  enum class ProduceStatus { kQueued, kQueueFull, kRejected };
-  // Enqueues a record; its Delivery comes from Poll. On kRejected, *error says why and
-  // *failure whether it is permanent; no Delivery will come.
-  ProduceStatus Produce(const OutboxRow& row, void* opaque, std::string* error, DeliveryFailure* failure);
-
-  // Serves delivery reports and logs; waits at most timeout for the first one.
-  std::vector<Delivery> Poll(std::chrono::milliseconds timeout);
-
-  // A file descriptor that becomes readable when reports are waiting (for poll(2)).
-  int event_fd() const { return event_pipe_[0]; }
-  // Drains event_fd after a wake-up.
-  void ClearEventFd();
+  ProduceStatus Produce(const OutboxRow& row, std::uint64_t token, std::string* error,
+                        DeliveryFailure* failure) override;
+  // Serves delivery reports and logs without waiting.
+  std::vector<Delivery> Poll() override;
+  // Readable when reports are waiting; Poll drains it.
+  int wait_fd() const override { return event_pipe_[0].get(); }
+  // Drops what is queued (shutdown deadline) and serves the failed reports (up to 100 ms).
+  void Purge() override;
+  std::optional<std::string> FatalError() const override;
+  // A new librdkafka handle with the same settings; the old one's records are purged and
+  // their reports kept for the next Poll.
+  void Reset() override;
   // Records produced and not yet reported.
   int InFlight() const;
-  // Drops what is queued (shutdown deadline): each gets a failed Delivery via Poll.
-  void Purge();
-  // A fatal producer error (idempotence broken beyond repair), if any.
-  std::optional<std::string> FatalError() const;
 
- private:
-  rd_kafka_s* rk_ = nullptr;
-  rd_kafka_queue_s* main_queue_ = nullptr;
-  int event_pipe_[2] = {-1, -1};
-  std::shared_ptr<spdlog::logger> log_;
-  std::vector<Delivery> reports_;  // filled by the delivery callback during Poll
- public:
   // What librdkafka's callbacks reach through the handle's opaque.
   struct CallbackContext {
     spdlog::logger* log;
@@ -74,8 +52,47 @@ class KafkaProducer {
   };
 
  private:
+  void Create();  // the handle, its main queue and the wake-up on the pipe
+
+  // One owner per resource: the handle, its main queue, the wake-up pipe.
+  struct HandleDeleter {
+    void operator()(rd_kafka_s* rk) const;
+  };
+  struct QueueDeleter {
+    void operator()(rd_kafka_queue_s* q) const;
+  };
+  class Fd {
+   public:
+    Fd() = default;
+    explicit Fd(int fd) : fd_(fd) {}
+    Fd(Fd&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
+    Fd& operator=(Fd&& o) noexcept;
+    ~Fd();
+    int get() const { return fd_; }
+
+   private:
+    int fd_ = -1;
+  };
+
+  std::vector<std::pair<std::string, std::string>> conf_;  // DefaultKafkaConf + --kafka-conf
+  std::shared_ptr<spdlog::logger> log_;
+  std::vector<Delivery> reports_;  // filled by the delivery callback during Poll
   CallbackContext callbacks_{nullptr, nullptr};
+  Fd event_pipe_[2];
+  std::unique_ptr<rd_kafka_s, HandleDeleter> rk_;          // destroyed before the pipe
+  std::unique_ptr<rd_kafka_queue_s, QueueDeleter> main_queue_;  // released before the handle
 };
+
+// The producer settings the relay starts from (--kafka-conf entries come after and win,
+// within OrderingProblems): bootstrap.servers excluded.
+std::vector<std::pair<std::string, std::string>> DefaultKafkaConf();
+
+// Settings (the defaults plus --kafka-conf) under which librdkafka may deliver a younger
+// record of a key while an older one fails and is retried later: a finite
+// message.timeout.ms / delivery.timeout.ms, a finite retries / message.send.max.retries,
+// enable.gapless.guarantee=false, a partitioner that does not map a key to one partition. One line per problem; empty
+// when the settings keep per-key order.
+std::vector<std::string> OrderingProblems(const std::vector<std::pair<std::string, std::string>>& conf);
 
 // The classifier: which Kafka errors make a record undeliverable for good.
 DeliveryFailure ClassifyKafkaError(int rd_kafka_resp_err);

@@ -29,15 +29,40 @@ std::vector<OutboxRow> DecodeRows(const PGresult* res) {
   return rows;
 }
 
+// Runs f, turning PostgreSQL's errors into the core's.
+template <typename F>
+auto Translate(F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const PgError& e) {
+    throw StoreError(e.what(), e.sqlstate(), e.connection_lost());
+  }
+}
+
 }  // namespace
 
-OutboxStore::OutboxStore(const std::string& conninfo, const std::string& application_name)
-    : conn_(std::make_unique<PgConnection>(conninfo, application_name)) {
+PgOutboxStore::PgOutboxStore(const std::string& conninfo, const std::string& application_name) {
+  Translate([&] {
+    conn_ = std::make_unique<PgConnection>(conninfo, application_name);
+    Open();
+  });
+}
+
+int PgOutboxStore::LaneCount() {
+  return Translate([&]() -> int {
+    auto settings = conn_->Exec("SELECT lane_count FROM outbox.settings");
+    if (PQntuples(settings.get()) != 1) {
+      throw PgError("outbox.settings is empty: run outbox-relay migrate", "55000", false);
+    }
+    return std::stoi(PQgetvalue(settings.get(), 0, 0));
+  });
+}
+
+void PgOutboxStore::Open() {
   auto settings = conn_->Exec("SELECT lane_count FROM outbox.settings");
   if (PQntuples(settings.get()) != 1) {
     throw PgError("outbox.settings is empty: run outbox-relay migrate", "55000", false);
   }
-  lane_count_ = std::stoi(PQgetvalue(settings.get(), 0, 0));
   conn_->Exec("LISTEN outbox_relay");
   // The relay's own writes (deleting published rows, parking dead letters) need not wait
   // for their WAL flush: if PostgreSQL crashes before the flush, the rows come back and
@@ -65,74 +90,90 @@ OutboxStore::OutboxStore(const std::string& conninfo, const std::string& applica
     SELECT id, message_id, lane, topic, key, payload, headers::text
     FROM outbox.messages WHERE id = ANY($1::bigint[]) ORDER BY id)sql");
   conn_->Prepare("delete", "DELETE FROM outbox.messages WHERE id = ANY($1::bigint[])");
-  conn_->Prepare("dead_letter", R"sql(
-    WITH d AS (DELETE FROM outbox.messages WHERE id = $1 RETURNING *)
-    INSERT INTO outbox.dead_letters (id, message_id, lane, topic, key, payload, headers, created_at, error)
-    SELECT id, message_id, lane, topic, key, payload, headers, created_at, $2 FROM d
-    ON CONFLICT (id) DO UPDATE SET error = EXCLUDED.error, failed_at = now())sql");
+  // Through the schema's function (0006): the relay role has no write privilege on
+  // outbox.dead_letters, so it cannot forge a dead letter.
+  conn_->Prepare("dead_letter", "SELECT outbox.dead_letter($1, $2)");
 }
 
-int OutboxStore::JoinGroup() {
-  // Member slots are dense: a relay takes the lowest free one.
-  auto r = conn_->Exec("SELECT s FROM generate_series(0, 4095) AS s WHERE pg_try_advisory_lock($1, s) LIMIT 1",
-                       {std::to_string(kMemberLockClass)});
-  if (PQntuples(r.get()) != 1) throw PgError("more than 4096 relays on one database", "53000", false);
-  return std::stoi(PQgetvalue(r.get(), 0, 0));
+int PgOutboxStore::JoinGroup() {
+  return Translate([&]() -> int {
+    // Member slots are dense: a relay takes the lowest free one.
+    auto r = conn_->Exec("SELECT s FROM generate_series(0, 4095) AS s WHERE pg_try_advisory_lock($1, s) LIMIT 1",
+                         {std::to_string(kMemberLockClass)});
+    if (PQntuples(r.get()) != 1) throw PgError("more than 4096 relays on one database", "53000", false);
+    return std::stoi(PQgetvalue(r.get(), 0, 0));
+  });
 }
 
-int OutboxStore::LiveRelays() {
-  auto r = conn_->Exec(
-      "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 "
-      "AND classid = $1::int::oid AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-      {std::to_string(kMemberLockClass)});
-  return std::max(1, std::stoi(PQgetvalue(r.get(), 0, 0)));
+int PgOutboxStore::LiveRelays() {
+  return Translate([&]() -> int {
+    auto r = conn_->Exec(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 "
+        "AND classid = $1::int::oid AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        {std::to_string(kMemberLockClass)});
+    return std::max(1, std::stoi(PQgetvalue(r.get(), 0, 0)));
+  });
 }
 
-std::vector<int> OutboxStore::TryLockLanes(const std::vector<int>& lanes, int want) {
-  std::vector<int> got;
-  if (lanes.empty() || want <= 0) return got;
-  // The filter runs row by row in array order and LIMIT stops it: no lock beyond `want`.
-  auto r = conn_->Exec("SELECT l FROM unnest($1::int[]) AS l WHERE pg_try_advisory_lock($2, l) LIMIT $3",
-                       {ArrayLiteral(lanes.begin(), lanes.end()), std::to_string(kLaneLockClass),
-                        std::to_string(want)});
-  for (int i = 0; i < PQntuples(r.get()); ++i) got.push_back(std::stoi(PQgetvalue(r.get(), i, 0)));
-  return got;
+std::vector<int> PgOutboxStore::TryLockLanes(const std::vector<int>& lanes, int want) {
+  return Translate([&]() -> std::vector<int> {
+    std::vector<int> got;
+    if (lanes.empty() || want <= 0) return got;
+    // The filter runs row by row in array order and LIMIT stops it: no lock beyond `want`.
+    auto r = conn_->Exec("SELECT l FROM unnest($1::int[]) AS l WHERE pg_try_advisory_lock($2, l) LIMIT $3",
+                         {ArrayLiteral(lanes.begin(), lanes.end()), std::to_string(kLaneLockClass),
+                          std::to_string(want)});
+    for (int i = 0; i < PQntuples(r.get()); ++i) got.push_back(std::stoi(PQgetvalue(r.get(), i, 0)));
+    return got;
+  });
 }
 
-void OutboxStore::UnlockLane(int lane) {
-  conn_->Exec("SELECT pg_advisory_unlock($1, $2)", {std::to_string(kLaneLockClass), std::to_string(lane)});
+void PgOutboxStore::UnlockLane(int lane) {
+  Translate([&] {
+    conn_->Exec("SELECT pg_advisory_unlock($1, $2)", {std::to_string(kLaneLockClass), std::to_string(lane)});
+  });
 }
 
-std::vector<OutboxRow> OutboxStore::Claim(const std::vector<LaneClaim>& claims) {
-  std::vector<int> lanes, limits;
-  std::vector<std::int64_t> after;
-  for (const auto& c : claims) {
-    lanes.push_back(c.lane);
-    after.push_back(c.known_up_to);
-    limits.push_back(c.limit);
-  }
-  auto r = conn_->ExecPrepared("claim",
-                               {ArrayLiteral(lanes.begin(), lanes.end()), ArrayLiteral(after.begin(), after.end()),
-                                ArrayLiteral(limits.begin(), limits.end())},
-                               /*binary_results=*/true);
-  return DecodeRows(r.get());
+std::vector<OutboxRow> PgOutboxStore::Claim(const std::vector<LaneClaim>& claims) {
+  return Translate([&]() -> std::vector<OutboxRow> {
+    std::vector<int> lanes, limits;
+    std::vector<std::int64_t> after;
+    for (const auto& c : claims) {
+      lanes.push_back(c.lane);
+      after.push_back(c.known_up_to);
+      limits.push_back(c.limit);
+    }
+    auto r = conn_->ExecPrepared("claim",
+                                 {ArrayLiteral(lanes.begin(), lanes.end()), ArrayLiteral(after.begin(), after.end()),
+                                  ArrayLiteral(limits.begin(), limits.end())},
+                                 /*binary_results=*/true);
+    return DecodeRows(r.get());
+  });
 }
 
-std::vector<OutboxRow> OutboxStore::Fetch(const std::vector<std::int64_t>& ids) {
-  if (ids.empty()) return {};
-  auto r = conn_->ExecPrepared("fetch", {ArrayLiteral(ids.begin(), ids.end())}, /*binary_results=*/true);
-  return DecodeRows(r.get());
+std::vector<OutboxRow> PgOutboxStore::Fetch(const std::vector<std::int64_t>& ids) {
+  return Translate([&]() -> std::vector<OutboxRow> {
+    if (ids.empty()) return {};
+    auto r = conn_->ExecPrepared("fetch", {ArrayLiteral(ids.begin(), ids.end())}, /*binary_results=*/true);
+    return DecodeRows(r.get());
+  });
 }
 
-void OutboxStore::Delete(const std::vector<std::int64_t>& ids) {
-  if (ids.empty()) return;
-  conn_->ExecPrepared("delete", {ArrayLiteral(ids.begin(), ids.end())});
+void PgOutboxStore::Delete(const std::vector<std::int64_t>& ids) {
+  Translate([&] {
+    if (ids.empty()) return;
+    conn_->ExecPrepared("delete", {ArrayLiteral(ids.begin(), ids.end())});
+  });
 }
 
-void OutboxStore::DeadLetter(std::int64_t id, const std::string& error) {
-  conn_->ExecPrepared("dead_letter", {std::to_string(id), error});
+void PgOutboxStore::DeadLetter(std::int64_t id, const std::string& error) {
+  Translate([&] {
+    conn_->ExecPrepared("dead_letter", {std::to_string(id), error});
+  });
 }
 
-bool OutboxStore::TakeNotifications() { return !conn_->ConsumeNotifications().empty(); }
+bool PgOutboxStore::TakeWakeups() {
+  return Translate([&] { return !conn_->ConsumeNotifications().empty(); });
+}
 
 }  // namespace outbox::relay

@@ -53,6 +53,12 @@ class RelayE2e : public ::testing::Test {
     return v.is_null() ? 0 : v.as<long long>();
   }
   long long Pending() { return Scalar("SELECT count(*) FROM outbox.messages"); }
+  void Exec(const std::string& sql) {
+    pqxx::connection c{db_};
+    pqxx::work tx{c};
+    tx.exec(sql);
+    tx.commit();
+  }
 
   // One transaction of n messages over `keys` keys; key k's messages carry key_seq
   // 0, 1, 2, ... in id order.
@@ -411,6 +417,118 @@ TEST_F(RelayE2e, OutboxStaysBoundedUnderSustainedLoad) {
     tx.exec("ALTER SYSTEM RESET autovacuum_naptime");
     tx.exec("SELECT pg_reload_conf()");
   }
+}
+
+// Issue 12, bug 1. A lane being released (its records still in flight) that the relay
+// wants again is kept; locking it again would stack the advisory lock, and the next
+// release would leave it locked but unowned.
+TEST_F(RelayE2e, ReleasingLaneWantedAgainIsKeptNotLockedTwice) {
+  if (!kafka_.is_mock()) GTEST_SKIP() << "needs the mock cluster to hold records in flight";
+  int port = test::FreePort();
+  auto a = StartRelay({"--metrics-listen", "127.0.0.1:" + std::to_string(port)});
+  ASSERT_TRUE(test::WaitUntil([&] {
+    auto o = LaneOwners();
+    return o.size() == 1 && o.begin()->second == 16;
+  }, 30s)) << a->Stderr();
+  kafka_.SetBrokerRtt(1, 60000);  // acknowledgements wait: records stay in flight
+  Prefill(400, 64);
+  ASSERT_TRUE(test::WaitUntil([&] {
+    auto m = test::RunProcess({"curl", "-sf", "http://127.0.0.1:" + std::to_string(port) + "/metrics"});
+    return m.out.find("outbox_relay_inflight_messages 400\n") != std::string::npos;
+  }, 30s)) << a->Stderr();
+  auto count = [&](const std::string& text) {
+    auto err = a->Stderr();
+    int n = 0;
+    for (auto pos = err.find(text); pos != std::string::npos; pos = err.find(text, pos + 1)) ++n;
+    return n;
+  };
+  auto b = StartRelay();
+  // A's share drops to 8: it releases 8 lanes, which stay locked while in flight.
+  ASSERT_TRUE(test::WaitUntil([&] { return count("lane releasing") >= 8; }, 30s)) << a->Stderr();
+  b->Signal(SIGKILL);
+  ASSERT_EQ(b->Wait(10s), 128 + SIGKILL);
+  // A's share is 16 again: the releasing lanes are wanted again.
+  ASSERT_TRUE(test::WaitUntil([&] { return count("release cancelled") >= 8 || count("lanes acquired") >= 2; }, 30s))
+      << a->Stderr();
+  kafka_.SetBrokerRtt(1, 0);
+  ASSERT_TRUE(WaitDrained()) << a->Stderr();
+  // A third relay: fair shares again. A lane locked twice would stay A's after one unlock.
+  auto c = StartRelay();
+  ASSERT_TRUE(test::WaitUntil([&] {
+    auto o = LaneOwners();
+    return o.size() == 2 && o.begin()->second == 8 && o.rbegin()->second == 8;
+  }, 30s)) << "lanes did not move to the new relay\n" << a->Stderr() << c->Stderr();
+}
+
+// Issue 12, bug 2. --batch-size above the in-flight record cap (50000) used to claim
+// nothing and spin.
+TEST_F(RelayE2e, BatchSizeAboveTheInFlightCapStillDrains) {
+  Prefill(3000, 30);
+  auto relay = StartRelay({"--batch-size", "100000"});
+  ASSERT_TRUE(WaitDrained(60s)) << relay->Stderr();
+  EXPECT_THAT(relay->Stderr(), HasSubstr("--batch-size is above the in-flight cap"));
+  auto rep = test::Analyze(test::ReadTopic(kafka_.bootstrap(), topic_, 3000, 60s, 500ms));
+  EXPECT_EQ(rep.distinct, 3000);
+  EXPECT_EQ(rep.out_of_order_keys, 0) << rep.first_problem;
+}
+
+// Issue 12, bug 3. Kafka refuses a whole record batch; librdkafka fails every record in
+// it with the batch's error. None of those rows is at fault: none may be parked, and
+// all arrive in key order.
+TEST_F(RelayE2e, RefusedRecordBatchParksNoInnocentRow) {
+  if (!kafka_.is_mock()) GTEST_SKIP() << "needs the mock cluster to refuse a produce request";
+  auto relay = StartRelay();
+  ASSERT_TRUE(test::WaitUntil([&] { return LaneOwners().size() == 1; }, 30s)) << relay->Stderr();
+  kafka_.FailNextProduceRequests(1, 87 /* INVALID_RECORD */);
+  Prefill(500, 10);
+  ASSERT_TRUE(WaitDrained(60s)) << relay->Stderr();
+  EXPECT_EQ(Scalar("SELECT count(*) FROM outbox.dead_letters"), 0) << relay->Stderr();
+  EXPECT_THAT(relay->Stderr(), HasSubstr("record in a refused record batch, will be tried alone"));
+  auto rep = test::Analyze(test::ReadTopic(kafka_.bootstrap(), topic_, 500, 60s, 500ms));
+  EXPECT_EQ(rep.distinct, 500);
+  EXPECT_EQ(rep.out_of_order_keys, 0) << rep.first_problem;
+}
+
+// Issue 12, bug 4. Producer settings under which a failed record can land after younger
+// records of its key are refused at start-up, all at once, with the reason.
+TEST_F(RelayE2e, RefusesKafkaSettingsThatCanReorderAKey) {
+  auto r = test::RunProcess({test::RelayBinary(), "run", "--db", db_, "--brokers", kafka_.bootstrap(),
+                             "--kafka-conf", "message.timeout.ms=30000", "--kafka-conf", "retries=3",
+                             "--kafka-conf", "enable.gapless.guarantee=false", "--kafka-conf", "partitioner=random"});
+  EXPECT_EQ(r.code, 2) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("message.timeout.ms=30000: must stay 0"));
+  EXPECT_THAT(r.err, HasSubstr("retries=3: must stay 2147483647"));
+  EXPECT_THAT(r.err, HasSubstr("enable.gapless.guarantee=false: must stay true"));
+  EXPECT_THAT(r.err, HasSubstr("partitioner=random"));
+}
+
+// Issue 12, bug 5. outbox.set_lane_count between drains, while relays run: they pick up
+// the new lanes (they used to read the count only when they connected).
+TEST_F(RelayE2e, LaneCountChangedWhileRelaysRunIsPickedUp) {
+  auto a = StartRelay();
+  auto b = StartRelay();
+  ASSERT_TRUE(test::WaitUntil([&] {
+    auto o = LaneOwners();
+    return o.size() == 2 && o.begin()->second == 8 && o.rbegin()->second == 8;
+  }, 30s)) << a->Stderr() << b->Stderr();
+  Exec("SELECT outbox.set_lane_count(32)");
+  Prefill(2000, 200);
+  ASSERT_TRUE(WaitDrained(60s)) << a->Stderr() << b->Stderr();
+  ASSERT_TRUE(test::WaitUntil([&] {
+    auto o = LaneOwners();
+    return o.size() == 2 && o.begin()->second == 16 && o.rbegin()->second == 16;
+  }, 30s)) << a->Stderr() << b->Stderr();
+  auto rep = test::Analyze(test::ReadTopic(kafka_.bootstrap(), topic_, 2000, 60s, 500ms));
+  EXPECT_EQ(rep.distinct, 2000);
+  EXPECT_EQ(rep.out_of_order_keys, 0) << rep.first_problem;
+  // Back to fewer lanes: the relays release the lanes beyond the count.
+  Exec("SELECT outbox.set_lane_count(4)");
+  ASSERT_TRUE(test::WaitUntil([&] {
+    auto o = LaneOwners();
+    int total = 0;
+    for (const auto& [pid, n] : o) total += n;
+    return total == 4;
+  }, 30s)) << a->Stderr() << b->Stderr();
 }
 
 }  // namespace

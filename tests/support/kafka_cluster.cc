@@ -3,6 +3,8 @@
 // rdkafka.h must come before rdkafka_mock.h.
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
+
+#include <vector>
 #include <unistd.h>
 
 #include "kafka_handles.h"
@@ -71,6 +73,13 @@ void KafkaCluster::SetBrokerDown(std::int32_t broker_id) {
 void KafkaCluster::SetBrokerUp(std::int32_t broker_id) {
   if (!mock_) throw std::logic_error("SetBrokerUp needs the mock cluster");
   rd_kafka_mock_broker_set_up(mock_.get(), broker_id);
+}
+
+void KafkaCluster::FailNextProduceRequests(int count, int error) {
+  if (!mock_) throw std::logic_error("FailNextProduceRequests needs the mock cluster");
+  std::vector<rd_kafka_resp_err_t> errors(static_cast<size_t>(count), static_cast<rd_kafka_resp_err_t>(error));
+  constexpr std::int16_t kProduceApiKey = 0;  // RD_KAFKAP_Produce (not in the public headers)
+  rd_kafka_mock_push_request_errors_array(mock_, kProduceApiKey, errors.size(), errors.data());
 }
 
 void KafkaCluster::SetBrokerRtt(std::int32_t broker_id, int rtt_ms) {

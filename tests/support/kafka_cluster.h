@@ -30,6 +30,9 @@ class KafkaCluster {
   // Mock only: delay every response of a broker by rtt_ms (0 = no delay). Holds records
   // in flight without closing the broker's listener.
   void SetBrokerRtt(std::int32_t broker_id, int rtt_ms);
+  // Mock only: the next `count` Produce requests (any broker) fail with Kafka error code
+  // `error` (e.g. 87 INVALID_RECORD): the whole record batch is refused.
+  void FailNextProduceRequests(int count, int error);
 
  private:
   struct HandleDeleter {

@@ -1,0 +1,20 @@
+#pragma once
+
+namespace outbox::relay {
+
+// What the relay core reports for metrics (ops/relay_metrics.h in production, wired in
+// cli/commands.cc). Every hook defaults to doing nothing. Called on the relay thread.
+class RelayObserver {
+ public:
+  virtual ~RelayObserver() = default;
+  virtual void Published(int /*records*/) {}         // acknowledged by Kafka, to be deleted
+  virtual void DeliveryFailed() {}                   // a delivery that will be retried
+  virtual void DeadLettered() {}                     // a row parked in outbox.dead_letters
+  virtual void Reconnected() {}                      // the PostgreSQL session was lost
+  virtual void DbConnected(bool /*connected*/) {}
+  virtual void OwnedLanes(int /*lanes*/) {}
+  virtual void InFlight(int /*records*/) {}
+  virtual void BatchLatency(double /*seconds*/) {}   // claim -> every record reported
+};
+
+}  // namespace outbox::relay
