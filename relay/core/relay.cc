@@ -16,6 +16,10 @@ using std::chrono::milliseconds;
 
 // A lane whose delivery failed (transient) waits this long before re-claiming.
 constexpr milliseconds kRetryPause{1000};
+// A fatal producer error with no refused record reported yet: how long to wait for the
+// refused batch's reports before taking it as idempotence broken beyond repair.
+constexpr milliseconds kFatalGrace{2000};
+constexpr milliseconds kFatalRecheck{20};
 // Not ready if a batch waits this long for Kafka.
 constexpr milliseconds kStuckAfter{30000};
 constexpr milliseconds kMaxConnectBackoff{5000};
@@ -486,11 +490,17 @@ void Relay::Isolate() {
   }
 }
 
-void Relay::ResetProducer(const std::string& why) {
+void Relay::ResetProducer(const std::string& why, bool give_up) {
   // With enable.gapless.guarantee a refused record batch makes the producer fatal, so no
   // later record of its partition lands; the refused rows become suspects (Poll reported
   // them) and everything else comes back as a transient failure of the old producer.
   HandleDeliveries(sink_.Poll());
+  if (refusals_ == 0 && !give_up) {
+    // The refused batch's reports may still be on their way (RelayE2e showed the fatal
+    // error first, the reports a moment later): look again shortly.
+    next_reset_ = clock_.Now() + kFatalRecheck;
+    return;
+  }
   if (refusals_ == 0) {
     // Not a refused record batch: idempotence broken beyond repair. Stop as before.
     log_->critical("fatal Kafka producer error, stopping (undelivered rows stay in the outbox) error={}", why);
@@ -505,6 +515,7 @@ void Relay::ResetProducer(const std::string& why) {
   HandleDeliveries(sink_.Poll());
   CollectCompleted();
   refusals_ = 0;
+  fatal_since_.reset();
   next_reset_ = clock_.Now() + kRetryPause;
 }
 
@@ -551,7 +562,10 @@ milliseconds Relay::Step() {
   }
   HandleDeliveries(sink_.Poll());
   CollectCompleted();
-  if (auto fatal = sink_.FatalError(); fatal && now >= next_reset_) ResetProducer(*fatal);
+  if (auto fatal = sink_.FatalError(); fatal && now >= next_reset_) {
+    if (!fatal_since_) fatal_since_ = now;
+    ResetProducer(*fatal, /*give_up=*/now - *fatal_since_ >= kFatalGrace);
+  }
 
   if (!store_ && now >= next_connect_) Connect();
   if (store_) {

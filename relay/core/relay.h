@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <optional>
 #include <memory>
 #include <random>
 #include <set>
@@ -114,7 +115,7 @@ class Relay {
   void Isolate();
   void DropSuspects(int lane);
   bool IsolatedInFlight() const;
-  void ResetProducer(const std::string& why);
+  void ResetProducer(const std::string& why, bool give_up);
   bool CanClaimNow() const;
   std::chrono::milliseconds Jitter(std::chrono::milliseconds d);
 
@@ -140,6 +141,9 @@ class Relay {
   TimePoint isolation_resume_{};
   TimePoint next_reset_{};
   int refusals_ = 0;  // permanent failures reported since the last producer reset
+  // When the producer's fatal error was first seen: the refused batch's delivery reports
+  // may arrive after the fatal error itself (librdkafka raises it on its broker thread).
+  std::optional<TimePoint> fatal_since_;
   int next_lane_ = 0;          // where the next turn's claims start (round robin)
   bool bytes_full_ = false;    // the byte cap stopped a lane: wait for acknowledgements
   std::vector<std::int64_t> to_delete_;

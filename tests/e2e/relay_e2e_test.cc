@@ -34,17 +34,23 @@ class RelayE2e : public ::testing::Test {
     db_ = test::FreshDatabase();
     auto m = test::RunProcess({test::RelayBinary(), "migrate", "--db", db_});
     ASSERT_EQ(m.code, 0) << m.err;
+    relay_db_ = test::As(test::Login::kRelay, db_);
+    producer_db_ = test::As(test::Login::kProducer, db_);
     topic_ = test::UniqueTopic("relay");
     kafka_.CreateTopic(topic_, 8);
   }
 
   std::unique_ptr<test::Process> StartRelay(std::vector<std::string> extra = {}) {
-    std::vector<std::string> argv = {test::RelayBinary(), "run", "--db", db_, "--brokers", kafka_.bootstrap(),
+    // The relay runs as the documented relay login, never as the owner (issue 13).
+    std::vector<std::string> argv = {test::RelayBinary(), "run", "--db", RelayDb(), "--brokers", kafka_.bootstrap(),
                                      "--poll-interval", "50ms", "--rebalance-interval", "200ms",
                                      "--stats-interval", "200ms"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     return std::make_unique<test::Process>(argv);
   }
+
+  const std::string& RelayDb() const { return relay_db_; }
+  const std::string& ProducerDb() const { return producer_db_; }
 
   long long Scalar(const std::string& sql) {
     pqxx::connection c{db_};
@@ -63,7 +69,7 @@ class RelayE2e : public ::testing::Test {
   // One transaction of n messages over `keys` keys; key k's messages carry key_seq
   // 0, 1, 2, ... in id order.
   void Prefill(int n, int keys, const std::string& payload_sql = "convert_to('v' || i, 'UTF8')") {
-    pqxx::connection c{db_};
+    pqxx::connection c{ProducerDb()};
     pqxx::work tx{c};
     tx.exec("SELECT outbox.publish(" + tx.quote(topic_) + ", 'k' || (i % " + std::to_string(keys) + "), " +
             payload_sql + ", jsonb_build_object('key_seq', (i / " + std::to_string(keys) +
@@ -89,7 +95,9 @@ class RelayE2e : public ::testing::Test {
     return owners;
   }
 
-  std::string db_;
+  std::string db_;           // the owner's: migrations and the test's own checks
+  std::string relay_db_;     // what the relay and operator commands use
+  std::string producer_db_;  // what producers use
   test::KafkaCluster kafka_;
   std::string topic_;
 };
@@ -104,7 +112,7 @@ TEST_F(RelayE2e, EightWritersTwentyThousandMessagesArriveOnceInKeyOrder) {
   for (int w = 0; w < kWriters; ++w) {
     writers.emplace_back([&, w] {
       try {
-        pqxx::connection c{db_};
+        pqxx::connection c{ProducerDb()};
         c.prepare("pub", "SELECT outbox.publish($1, $2, $3::bytea, $4::jsonb)");
         for (int m = 0; m < kPerWriter; ++m) {
           int k = m % kKeysPerWriter, seq = m / kKeysPerWriter;
@@ -151,7 +159,7 @@ TEST_F(RelayE2e, EightWritersTwentyThousandMessagesArriveOnceInKeyOrder) {
 TEST_F(RelayE2e, RolledBackPublishNeverArrives) {
   auto relay = StartRelay();
   {
-    pqxx::connection c{db_};
+    pqxx::connection c{ProducerDb()};
     pqxx::work rolled{c};
     rolled.exec("SELECT outbox.publish(" + rolled.quote(topic_) + ", 'k', 'rolled back'::bytea)");
     rolled.abort();
@@ -247,7 +255,7 @@ TEST_F(RelayE2e, TwoRelaysShareLanesAndTheSurvivorTakesOver) {
   std::vector<std::thread> writers;
   for (int w = 0; w < kWriters; ++w) {
     writers.emplace_back([&, w] {
-      pqxx::connection c{db_};
+      pqxx::connection c{ProducerDb()};
       for (int m = 0; m < kPerWriter; ++m) {
         pqxx::work tx{c};
         tx.exec("SELECT outbox.publish(" + tx.quote(topic_) + ", 'w" + std::to_string(w) + "-k" +
@@ -274,7 +282,7 @@ TEST_F(RelayE2e, TwoRelaysShareLanesAndTheSurvivorTakesOver) {
 
 TEST_F(RelayE2e, PoisonMessageIsParkedAndOthersKeepFlowing) {
   {
-    pqxx::connection c{db_};
+    pqxx::connection c{ProducerDb()};
     pqxx::work tx{c};
     // Larger than librdkafka's message.max.bytes (1 MB by default).
     tx.exec("SELECT outbox.publish(" + tx.quote(topic_) + ", 'poison', convert_to(repeat('x', 2000000), 'UTF8'))");
@@ -295,22 +303,33 @@ TEST_F(RelayE2e, PoisonMessageIsParkedAndOthersKeepFlowing) {
   auto rep = test::Analyze(test::ReadTopic(kafka_.bootstrap(), topic_, 500, 60s, 500ms));
   EXPECT_EQ(rep.distinct, 500);
 
-  auto list = test::RunProcess({test::RelayBinary(), "dead-letters", "list", "--db", db_});
+  auto list = test::RunProcess({test::RelayBinary(), "dead-letters", "list", "--db", RelayDb()});
   EXPECT_EQ(list.code, 0);
   EXPECT_THAT(list.out, HasSubstr("key=poison"));
+
+  // Retried while the broker still refuses it: parked again under the SAME id, so the id
+  // the operator saw stays its handle (issue 14).
+  const auto id = Scalar("SELECT id FROM outbox.dead_letters");
+  const auto first_failure = Scalar("SELECT (extract(epoch FROM failed_at) * 1000000)::bigint FROM outbox.dead_letters");
+  auto again = test::RunProcess({test::RelayBinary(), "dead-letters", "retry", std::to_string(id), "--db", RelayDb()});
+  ASSERT_EQ(again.code, 0) << again.err;
+  ASSERT_TRUE(test::WaitUntil([&] {
+    return Scalar("SELECT count(*) FROM outbox.dead_letters WHERE id = " + std::to_string(id) +
+                  " AND (extract(epoch FROM failed_at) * 1000000)::bigint > " + std::to_string(first_failure)) == 1;
+  }, 60s)) << relay->Stderr();
 
   // The operator raises the limit and retries: the message goes out.
   relay->Signal(SIGTERM);
   ASSERT_EQ(relay->Wait(30s), 0);
   auto bigger = StartRelay({"--kafka-conf", "message.max.bytes=10000000"});
-  auto retry = test::RunProcess({test::RelayBinary(), "dead-letters", "retry", "--all", "--db", db_});
+  auto retry = test::RunProcess({test::RelayBinary(), "dead-letters", "retry", "--all", "--db", RelayDb()});
   ASSERT_EQ(retry.code, 0) << retry.err;
   EXPECT_THAT(retry.out, HasSubstr("retried 1"));
   ASSERT_TRUE(WaitDrained(60s)) << bigger->Stderr();
   EXPECT_EQ(Scalar("SELECT count(*) FROM outbox.dead_letters"), 0);
   auto all = test::ReadTopic(kafka_.bootstrap(), topic_, 501, 60s, 500ms);
   EXPECT_EQ(all.size(), 501u);
-  EXPECT_EQ(test::RunProcess({test::RelayBinary(), "dead-letters", "drop", "12345", "--db", db_}).code, 1);
+  EXPECT_EQ(test::RunProcess({test::RelayBinary(), "dead-letters", "drop", "12345", "--db", RelayDb()}).code, 1);
 }
 
 TEST_F(RelayE2e, SigtermDuringLoadExitsZeroAndRestartPublishesNoDuplicates) {
@@ -333,10 +352,11 @@ TEST_F(RelayE2e, SigtermDuringLoadExitsZeroAndRestartPublishesNoDuplicates) {
 // the next message of its key, even though younger rows of its lane were claimed first.
 TEST_F(RelayE2e, LateCommitBelowRowsInFlightKeepsKeyOrder) {
   if (!kafka_.is_mock()) GTEST_SKIP() << "needs the mock cluster to hold records in flight";
-  pqxx::connection late{db_};
+  pqxx::connection late{ProducerDb()};
   std::string other;  // a key in the same lane as "K"
   {
-    pqxx::work tx{late};
+    pqxx::connection owner{db_};  // lane_of is not the producer's to call
+    pqxx::work tx{owner};
     other = tx.exec1("SELECT k FROM generate_series(1, 10000) i, LATERAL (SELECT 'L' || i AS k) x "
                      "WHERE outbox.lane_of(k, NULL, 16) = outbox.lane_of('K', NULL, 16) LIMIT 1")[0].as<std::string>();
   }
@@ -351,7 +371,7 @@ TEST_F(RelayE2e, LateCommitBelowRowsInFlightKeepsKeyOrder) {
   pqxx::work first{late};
   first.exec("SELECT outbox.publish(" + first.quote(topic_) + ", 'K', 'first'::bytea, '{\"key_seq\": \"0\"}')");
   {
-    pqxx::connection c{db_};
+    pqxx::connection c{ProducerDb()};
     pqxx::work tx{c};
     for (int i = 0; i < 20; ++i) {  // more than fit in flight: the lane has a backlog
       tx.exec("SELECT outbox.publish(" + tx.quote(topic_) + ", " + tx.quote(other) + ", 'other'::bytea, " +
@@ -363,7 +383,7 @@ TEST_F(RelayE2e, LateCommitBelowRowsInFlightKeepsKeyOrder) {
   ASSERT_TRUE(test::WaitUntil(inflight, 30s)) << relay->Stderr();
   first.commit();
   {
-    pqxx::connection c{db_};
+    pqxx::connection c{ProducerDb()};
     pqxx::work tx{c};
     tx.exec("SELECT outbox.publish(" + tx.quote(topic_) + ", 'K', 'second'::bytea, '{\"key_seq\": \"1\"}')");
     tx.commit();
@@ -377,10 +397,10 @@ TEST_F(RelayE2e, LateCommitBelowRowsInFlightKeepsKeyOrder) {
 
 TEST_F(RelayE2e, StatusReportsPendingAndDeadLetters) {
   Prefill(30, 3);
-  auto text = test::RunProcess({test::RelayBinary(), "status", "--db", db_});
+  auto text = test::RunProcess({test::RelayBinary(), "status", "--db", RelayDb()});
   EXPECT_EQ(text.code, 0) << text.err;
   EXPECT_THAT(text.out, HasSubstr("outbox: 30 pending"));
-  auto json = test::RunProcess({test::RelayBinary(), "status", "--db", db_, "--json"});
+  auto json = test::RunProcess({test::RelayBinary(), "status", "--db", RelayDb(), "--json"});
   EXPECT_EQ(json.code, 0);
   EXPECT_THAT(json.out, HasSubstr("\"pending\": 30"));
   EXPECT_THAT(json.out, HasSubstr("\"dead_letters\": 0"));
@@ -424,8 +444,8 @@ TEST_F(RelayE2e, OutboxStaysBoundedUnderSustainedLoad) {
 // release would leave it locked but unowned.
 TEST_F(RelayE2e, ReleasingLaneWantedAgainIsKeptNotLockedTwice) {
   if (!kafka_.is_mock()) GTEST_SKIP() << "needs the mock cluster to hold records in flight";
-  int port = test::FreePort();
-  auto a = StartRelay({"--metrics-listen", "127.0.0.1:" + std::to_string(port)});
+  auto a = StartRelay({"--metrics-listen", "127.0.0.1:0"});
+  const int port = test::WaitForMetricsPort(*a);
   ASSERT_TRUE(test::WaitUntil([&] {
     auto o = LaneOwners();
     return o.size() == 1 && o.begin()->second == 16;
@@ -492,7 +512,7 @@ TEST_F(RelayE2e, RefusedRecordBatchParksNoInnocentRow) {
 // Issue 12, bug 4. Producer settings under which a failed record can land after younger
 // records of its key are refused at start-up, all at once, with the reason.
 TEST_F(RelayE2e, RefusesKafkaSettingsThatCanReorderAKey) {
-  auto r = test::RunProcess({test::RelayBinary(), "run", "--db", db_, "--brokers", kafka_.bootstrap(),
+  auto r = test::RunProcess({test::RelayBinary(), "run", "--db", RelayDb(), "--brokers", kafka_.bootstrap(),
                              "--kafka-conf", "message.timeout.ms=30000", "--kafka-conf", "retries=3",
                              "--kafka-conf", "enable.gapless.guarantee=false", "--kafka-conf", "partitioner=random"});
   EXPECT_EQ(r.code, 2) << r.err;

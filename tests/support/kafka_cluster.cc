@@ -79,7 +79,7 @@ void KafkaCluster::FailNextProduceRequests(int count, int error) {
   if (!mock_) throw std::logic_error("FailNextProduceRequests needs the mock cluster");
   std::vector<rd_kafka_resp_err_t> errors(static_cast<size_t>(count), static_cast<rd_kafka_resp_err_t>(error));
   constexpr std::int16_t kProduceApiKey = 0;  // RD_KAFKAP_Produce (not in the public headers)
-  rd_kafka_mock_push_request_errors_array(mock_, kProduceApiKey, errors.size(), errors.data());
+  rd_kafka_mock_push_request_errors_array(mock_.get(), kProduceApiKey, errors.size(), errors.data());
 }
 
 void KafkaCluster::SetBrokerRtt(std::int32_t broker_id, int rtt_ms) {
