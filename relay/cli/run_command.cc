@@ -15,6 +15,7 @@
 #include "ops/stats_poller.h"
 #include "pg/db.h"
 #include "pg/outbox_store.h"
+#include "pg/startup_check.h"
 
 namespace outbox::relay {
 namespace {
@@ -40,6 +41,7 @@ class MetricsObserver final : public RelayObserver {
 
 int RunRelay(const RunConfig& c, std::shared_ptr<spdlog::logger> log) {
   CheckConninfo(c.db);
+  CheckStartup(c.db, StartupRole::kRelay);  // what waiting cannot heal ends here, exit 2
   TerminationWatcher termination;  // first: outlives everything that polls its descriptor
   auto registry = std::make_shared<prometheus::Registry>();
   RelayMetrics metrics{*registry};

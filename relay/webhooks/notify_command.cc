@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "pg/db.h"
+#include "pg/startup_check.h"
 #include "common/errors.h"
 #include "ops/metrics_server.h"
 #include "ops/signals.h"
@@ -104,6 +105,7 @@ void CheckSchema(const NotifyConfig& config) {
 
 int RunNotifyCommand(const NotifyConfig& config, spdlog::logger& log) {
   CheckConninfo(config.db);
+  CheckStartup(config.db, StartupRole::kNotifier);  // what waiting cannot heal ends here, exit 2
   try {
     CheckSchema(config);
   } catch (const pqxx::failure& e) {

@@ -2,6 +2,9 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <pqxx/pqxx>
+
+#include "pg_cluster.h"
 #include "process.h"
 
 namespace outbox {
@@ -56,6 +59,39 @@ TEST(CliE2e, SecretsNeverPrinted) {
   EXPECT_EQ(r.code, 2);
   EXPECT_THAT(r.out + r.err, Not(HasSubstr("hunter2")));
   EXPECT_THAT(r.out + r.err, Not(HasSubstr("swordfish")));
+}
+
+// Issue 14: problems that waiting cannot heal end `run` and `notify` at start-up with the
+// fix named (exit 2), instead of a retry loop that looks healthy under systemd.
+TEST(CliE2e, WhatWaitingCannotHealEndsTheCommandAtStartWithTheFix) {
+  auto db = test::FreshDatabase();
+  for (const char* cmd : {"run", "notify"}) {
+    std::vector<std::string> argv = {RelayBinary(), cmd, "--db", db};
+    if (std::string(cmd) == "run") argv.insert(argv.end(), {"--brokers", "127.0.0.1:9"});
+    auto r = RunProcess(argv);
+    EXPECT_EQ(r.code, 2) << cmd << ": " << r.err;
+    EXPECT_THAT(r.err, HasSubstr("run `outbox-relay migrate --db ...` as the schema owner")) << cmd;
+  }
+  ASSERT_EQ(RunProcess({RelayBinary(), "migrate", "--db", db}).code, 0);
+  // A login without the relay role: named, with the GRANT to run.
+  {
+    pqxx::connection c{db};
+    pqxx::nontransaction tx{c};
+    tx.exec("DROP ROLE IF EXISTS nobody_special");
+    tx.exec("CREATE ROLE nobody_special LOGIN");
+  }
+  auto plain = test::SharedCluster().ConninfoFor(pqxx::connection{db}.dbname(), "nobody_special");
+  auto r = RunProcess({RelayBinary(), "run", "--db", plain, "--brokers", "127.0.0.1:9"});
+  EXPECT_EQ(r.code, 2) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("GRANT outbox_relay TO nobody_special"));
+  auto n = RunProcess({RelayBinary(), "notify", "--db", plain});
+  EXPECT_EQ(n.code, 2) << n.err;
+  EXPECT_THAT(n.err, HasSubstr("GRANT outbox_relay TO nobody_special"));
+  // A login that does not exist.
+  auto ghost = test::SharedCluster().ConninfoFor(pqxx::connection{db}.dbname(), "no_such_login");
+  auto g = RunProcess({RelayBinary(), "run", "--db", ghost, "--brokers", "127.0.0.1:9"});
+  EXPECT_EQ(g.code, 2) << g.err;
+  EXPECT_THAT(g.err, HasSubstr("the login in --db does not exist"));
 }
 
 }  // namespace

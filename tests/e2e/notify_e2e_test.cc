@@ -181,11 +181,12 @@ TEST_F(NotifyCommand, BadOptionsExitTwoListingEveryProblem) {
   EXPECT_THAT(r.err, HasSubstr("--poll-interval: expected a duration"));
 }
 
-TEST_F(NotifyCommand, MissingSchemaExitsOne) {
+// What waiting cannot heal ends the command at start with the fix: exit 2 (issue 14).
+TEST_F(NotifyCommand, MissingSchemaExitsTwoNamingTheFix) {
   auto empty = test::SharedCluster().CreateDatabase("notify_unmigrated");
   auto r = test::RunProcess({RelayBinary(), "notify", "--db", empty});
-  EXPECT_EQ(r.code, 1);
-  EXPECT_THAT(r.err, HasSubstr("run `outbox-relay migrate` first"));
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr("run `outbox-relay migrate --db ...` as the schema owner first"));
 }
 
 }  // namespace
