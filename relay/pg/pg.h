@@ -8,20 +8,17 @@
 #include <string>
 #include <vector>
 
+#include "core/outbox_store.h"
+
 namespace outbox::relay {
 
 // A failed statement or a lost connection. connection_lost() tells the two apart: after
-// a lost connection every session state (advisory locks, LISTEN) is gone.
-class PgError : public std::runtime_error {
+// a lost connection every session state (advisory locks, LISTEN) is gone. It is the
+// relay core's StoreError (core/outbox_store.h): the adapter's failures are the ones the
+// core already knows how to handle.
+class PgError : public StoreError {
  public:
-  PgError(const std::string& what, std::string sqlstate, bool connection_lost)
-      : std::runtime_error(what), sqlstate_(std::move(sqlstate)), connection_lost_(connection_lost) {}
-  const std::string& sqlstate() const { return sqlstate_; }
-  bool connection_lost() const { return connection_lost_; }
-
- private:
-  std::string sqlstate_;
-  bool connection_lost_;
+  using StoreError::StoreError;
 };
 
 struct PgResultDeleter {
