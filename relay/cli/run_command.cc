@@ -23,18 +23,22 @@ namespace {
 // The relay core's metric hooks, onto the Prometheus families.
 class MetricsObserver final : public RelayObserver {
  public:
-  explicit MetricsObserver(RelayMetrics& m) : m_(m) {}
+  MetricsObserver(RelayMetrics& m, OwnedLaneSet& owned) : m_(m), owned_(owned) {}
   void Published(int records) override { m_.published.Increment(static_cast<double>(records)); }
   void DeliveryFailed() override { m_.failed.Increment(); }
   void DeadLettered() override { m_.dead_lettered.Increment(); }
   void Reconnected() override { m_.db_reconnects.Increment(); }
   void DbConnected(bool connected) override { m_.db_connected.Set(connected ? 1 : 0); }
-  void OwnedLanes(int lanes) override { m_.owned_lanes.Set(lanes); }
+  void OwnedLanes(const std::vector<int>& lanes) override {
+    m_.owned_lanes.Set(static_cast<double>(lanes.size()));
+    owned_.Set(lanes);
+  }
   void InFlight(int records) override { m_.inflight.Set(records); }
   void BatchLatency(double seconds) override { m_.batch_latency.Observe(seconds); }
 
  private:
   RelayMetrics& m_;
+  OwnedLaneSet& owned_;
 };
 
 }  // namespace
@@ -49,7 +53,8 @@ int RunRelay(const RunConfig& c, std::shared_ptr<spdlog::logger> log) {
             c.brokers, c.lanes == 0 ? std::string("fair share") : std::to_string(c.lanes), c.batch_size,
             c.metrics_listen.empty() ? std::string("off") : c.metrics_listen);
   // The core state machine, wired to libpq, librdkafka and the steady clock.
-  MetricsObserver observer{metrics};
+  OwnedLaneSet owned_lanes;
+  MetricsObserver observer{metrics, owned_lanes};
   SteadyClock clock;
   KafkaProducer producer{c.brokers, c.kafka_conf, log};
   auto connect = [&c]() -> std::unique_ptr<OutboxStore> {
@@ -62,7 +67,7 @@ int RunRelay(const RunConfig& c, std::shared_ptr<spdlog::logger> log) {
     server->SetReadyCheck([&relay] { return relay.ready(); });
     log->info("serving /metrics /healthz /readyz port={}", server->port());
   }
-  StatsPoller stats{c.db, c.stats_interval, metrics, log};
+  StatsPoller stats{c.db, c.stats_interval, metrics, owned_lanes, log};
   CheckBack check_back{c, log, metrics};  // half messages: own thread and session (issue 5)
   return relay.Run(termination.stop(), termination.wake_fd());
 }

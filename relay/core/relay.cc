@@ -87,7 +87,7 @@ void Relay::OnConnectionLost(const std::string& why) {
     lane.at_head = true;
   }
   observer_.DbConnected(false);
-  observer_.OwnedLanes(0);
+  observer_.OwnedLanes({});
   observer_.Reconnected();
   next_connect_ = clock_.Now();
 }
@@ -160,9 +160,11 @@ void Relay::Rebalance() {
     lanes_[id].releasing = true;
     log_->info("lane releasing lane={} target={} relays={}", id, plan.target, live);
   }
-  int count = 0;
-  for (const auto& [id, lane] : lanes_) count += lane.owned ? 1 : 0;
-  observer_.OwnedLanes(count);
+  std::vector<int> owned_now;
+  for (const auto& [id, lane] : lanes_) {
+    if (lane.owned) owned_now.push_back(id);
+  }
+  observer_.OwnedLanes(owned_now);
 }
 
 int Relay::InFlightRecords() const {

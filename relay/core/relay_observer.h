@@ -1,5 +1,7 @@
 #pragma once
 
+#include <vector>
+
 namespace outbox::relay {
 
 // What the relay core reports for metrics (ops/relay_metrics.h in production, wired in
@@ -12,7 +14,7 @@ class RelayObserver {
   virtual void DeadLettered() {}                     // a row parked in outbox.dead_letters
   virtual void Reconnected() {}                      // the PostgreSQL session was lost
   virtual void DbConnected(bool /*connected*/) {}
-  virtual void OwnedLanes(int /*lanes*/) {}
+  virtual void OwnedLanes(const std::vector<int>& /*lanes*/) {}  // the lanes this relay owns now
   virtual void InFlight(int /*records*/) {}
   virtual void BatchLatency(double /*seconds*/) {}   // claim -> every record reported
 };

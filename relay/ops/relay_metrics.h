@@ -6,7 +6,29 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include <mutex>
+#include <vector>
+
 namespace outbox::relay {
+
+// The lanes this relay owns, as the relay loop last reported them; read by the stats
+// poller so that per-lane gauges come from each lane's owner only (sums across relays
+// are then right). Thread-safe.
+class OwnedLaneSet {
+ public:
+  void Set(std::vector<int> lanes) {
+    std::lock_guard lock{mu_};
+    lanes_ = std::move(lanes);
+  }
+  std::vector<int> Get() const {
+    std::lock_guard lock{mu_};
+    return lanes_;
+  }
+
+ private:
+  mutable std::mutex mu_;  // Guards lanes_.
+  std::vector<int> lanes_;
+};
 
 // The relay's Prometheus metrics (names prefixed outbox_relay_). Thread-safe (the
 // prometheus-cpp types are).

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <map>
 
 #include "pg/outbox_queries.h"
@@ -10,8 +11,8 @@
 namespace outbox::relay {
 
 StatsPoller::StatsPoller(std::string conninfo, std::chrono::milliseconds interval, RelayMetrics& metrics,
-                         std::shared_ptr<spdlog::logger> log)
-    : conninfo_(std::move(conninfo)), interval_(interval), metrics_(metrics), log_(std::move(log)) {
+                         const OwnedLaneSet& owned, std::shared_ptr<spdlog::logger> log)
+    : conninfo_(std::move(conninfo)), interval_(interval), metrics_(metrics), owned_(owned), log_(std::move(log)) {
   thread_ = std::thread([this] { Loop(); });
 }
 
@@ -40,14 +41,29 @@ void StatsPoller::Loop() {
 void StatsPoller::RefreshOnce() {
   if (!conn_) conn_ = std::make_unique<PgConnection>(conninfo_, "outbox-relay-stats");
   auto& conn = *conn_;
-  int lane_count = ReadOutboxSettings(conn).lane_count;
   std::map<int, LanePending> by_lane;
   for (const auto& l : PendingPerLane(conn)) by_lane[l.lane] = l;
-  for (int lane = 0; lane < lane_count; ++lane) {
+  auto owned = owned_.Get();
+  // Lanes that moved to another relay: their series go (the new owner exports them).
+  for (auto it = exported_.begin(); it != exported_.end();) {
+    if (std::find(owned.begin(), owned.end(), it->first) == owned.end()) {
+      metrics_.pending.Remove(it->second.first);
+      metrics_.oldest_pending.Remove(it->second.second);
+      it = exported_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (int lane : owned) {
     auto it = by_lane.find(lane);
     LanePending l = it == by_lane.end() ? LanePending{lane, 0, 0} : it->second;
-    metrics_.pending.Add({{"lane", std::to_string(lane)}}).Set(static_cast<double>(l.pending));
-    metrics_.oldest_pending.Add({{"lane", std::to_string(lane)}}).Set(std::max(0.0, l.oldest_age_seconds));
+    auto& g = exported_[lane];
+    if (!g.first) {
+      g.first = &metrics_.pending.Add({{"lane", std::to_string(lane)}});
+      g.second = &metrics_.oldest_pending.Add({{"lane", std::to_string(lane)}});
+    }
+    g.first->Set(static_cast<double>(l.pending));
+    g.second->Set(std::max(0.0, l.oldest_age_seconds));
   }
   metrics_.dead_letters.Set(static_cast<double>(DeadLetterCount(conn)));
 }

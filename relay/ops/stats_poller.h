@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -16,10 +17,13 @@ namespace outbox::relay {
 
 // Refreshes the pending-depth, oldest-age and dead-letter gauges from the database on
 // its own connection and thread, so counting a large backlog never stalls the relay loop.
+// Per-lane gauges are exported for the lanes in `owned` only (a lane's owner reports it;
+// a lane that moved away loses its series here), so sum() across relays counts each
+// pending row once.
 class StatsPoller {
  public:
   StatsPoller(std::string conninfo, std::chrono::milliseconds interval, RelayMetrics& metrics,
-              std::shared_ptr<spdlog::logger> log);
+              const OwnedLaneSet& owned, std::shared_ptr<spdlog::logger> log);
   ~StatsPoller();  // stops and joins
 
  private:
@@ -29,6 +33,8 @@ class StatsPoller {
   std::string conninfo_;
   std::chrono::milliseconds interval_;
   RelayMetrics& metrics_;
+  const OwnedLaneSet& owned_;
+  std::map<int, std::pair<prometheus::Gauge*, prometheus::Gauge*>> exported_;  // lane -> gauges (poller thread)
   std::shared_ptr<spdlog::logger> log_;
   std::unique_ptr<PgConnection> conn_;  // only the poller thread uses it; reopened after errors
   std::mutex mu_;

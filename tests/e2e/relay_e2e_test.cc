@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <map>
+#include <regex>
 #include <pqxx/pqxx>
 #include <random>
 #include <thread>
@@ -549,6 +550,43 @@ TEST_F(RelayE2e, LaneCountChangedWhileRelaysRunIsPickedUp) {
     for (const auto& [pid, n] : o) total += n;
     return total == 4;
   }, 30s)) << a->Stderr() << b->Stderr();
+}
+
+// Issue 14: with two relays, each exports the per-lane gauges of the lanes it owns only,
+// so sum() across instances counts every pending row once.
+TEST_F(RelayE2e, PerLaneGaugesComeFromTheLanesOwnerOnly) {
+  if (!kafka_.is_mock()) GTEST_SKIP() << "needs the mock cluster to hold records in flight";
+  auto a = StartRelay({"--metrics-listen", "127.0.0.1:0"});
+  const int port_a = test::WaitForMetricsPort(*a);
+  auto b = StartRelay({"--metrics-listen", "127.0.0.1:0"});
+  const int port_b = test::WaitForMetricsPort(*b);
+  ASSERT_TRUE(test::WaitUntil([&] {
+    auto o = LaneOwners();
+    return o.size() == 2 && o.begin()->second == 8 && o.rbegin()->second == 8;
+  }, 30s)) << a->Stderr() << b->Stderr();
+  kafka_.SetBrokerRtt(1, 60000);  // nothing is acknowledged: rows stay pending
+  Prefill(160, 16);
+  auto lanes_of = [](int port) {
+    auto m = test::RunProcess({"curl", "-sf", "http://127.0.0.1:" + std::to_string(port) + "/metrics"});
+    std::map<std::string, long long> lanes;
+    static const std::regex kLine{R"re(outbox_relay_pending_messages\{lane="(\d+)"\} (\d+))re"};
+    for (std::sregex_iterator it{m.out.begin(), m.out.end(), kLine}, end; it != end; ++it) {
+      lanes[(*it)[1]] = std::stoll((*it)[2]);
+    }
+    return lanes;
+  };
+  std::map<std::string, long long> in_a, in_b;
+  ASSERT_TRUE(test::WaitUntil([&] {
+    in_a = lanes_of(port_a);
+    in_b = lanes_of(port_b);
+    long long sum = 0;
+    for (const auto& [l, n] : in_a) sum += n;
+    for (const auto& [l, n] : in_b) sum += n;
+    return in_a.size() == 8 && in_b.size() == 8 && sum == 160;
+  }, 30s)) << "a=" << in_a.size() << " b=" << in_b.size() << "\n" << a->Stderr() << b->Stderr();
+  for (const auto& [lane, n] : in_a) EXPECT_EQ(in_b.count(lane), 0u) << "lane " << lane << " exported twice";
+  kafka_.SetBrokerRtt(1, 0);
+  ASSERT_TRUE(WaitDrained(60s)) << a->Stderr() << b->Stderr();
 }
 
 }  // namespace
