@@ -83,11 +83,15 @@ say "4/7 migrate and open the accounts"
 "$RELAY" migrate --db "$DB_A" >"$WORK/migrate.log" 2>&1 || { cat "$WORK/migrate.log" >&2; fail "migrate bank_a"; }
 "$RELAY" migrate --db "$DB_B" >"$WORK/migrate.log" 2>&1 || { cat "$WORK/migrate.log" >&2; fail "migrate bank_b"; }
 echo "migrated: bank_a has the outbox (outbox.publish), bank_b the inbox (dedup for its consumers)"
+# The relay runs as the documented relay login, never as the owner (docs/security.md).
+psql "$PG" -q -v ON_ERROR_STOP=1 -c "CREATE ROLE quickstart_relay LOGIN IN ROLE outbox_relay" >/dev/null
+DB_A_RELAY=${DB_A/user=postgres/user=quickstart_relay}
+echo "relay login: quickstart_relay (granted outbox_relay)"
 "$BANK_A" setup --db "$DB_A" --accounts 50 --opening 1000000
 "$BANK_B" setup --db "$DB_B" --accounts 50 --opening 0
 
 start_relay() {  # start_relay LOGNAME
-  "$RELAY" run --db "$DB_A" --brokers "$BROKERS" --poll-interval 50ms --rebalance-interval 200ms \
+  "$RELAY" run --db "$DB_A_RELAY" --brokers "$BROKERS" --poll-interval 50ms --rebalance-interval 200ms \
     --metrics-listen 127.0.0.1:0 --egress-allow 127.0.0.1 >"$WORK/$1.out" 2>"$WORK/$1.log" &
   RELAY_PID=$!
 }
