@@ -93,7 +93,7 @@ class HalfMessageE2e : public ::testing::Test {
     tx.exec_params("SELECT outbox.publish($1, 'sentinel', 'sentinel'::bytea)", topic_);
     tx.commit();
     EXPECT_TRUE(WaitDrained());
-    return test::ReadTopic(kafka_.bootstrap(), topic_, expected_before + 1, 60s, 1s);
+    return test::ReadTopic(kafka_.bootstrap(), topic_, expected_before + 1, 60s, /*to_end=*/true);
   }
 
   // The records of key `key`.

@@ -133,7 +133,7 @@ TEST_F(RelayE2e, EightWritersTwentyThousandMessagesArriveOnceInKeyOrder) {
   ASSERT_EQ(failures.load(), 0);
   ASSERT_TRUE(WaitDrained()) << relay->Stderr();
 
-  auto records = test::ReadTopic(kafka_.bootstrap(), topic_, kWriters * kPerWriter, 120s, 1s);
+  auto records = test::ReadTopic(kafka_.bootstrap(), topic_, kWriters * kPerWriter, 120s, /*to_end=*/true);
   auto rep = test::Analyze(records);
   EXPECT_EQ(rep.records, kWriters * kPerWriter);
   EXPECT_EQ(rep.distinct, kWriters * kPerWriter);
@@ -169,7 +169,7 @@ TEST_F(RelayE2e, RolledBackPublishNeverArrives) {
     committed.commit();
   }
   ASSERT_TRUE(WaitDrained()) << relay->Stderr();
-  auto records = test::ReadTopic(kafka_.bootstrap(), topic_, 1, 60s, 1s);
+  auto records = test::ReadTopic(kafka_.bootstrap(), topic_, 1, 60s, /*to_end=*/true);
   ASSERT_EQ(records.size(), 1u);
   EXPECT_EQ(records[0].value, "committed");
 }
@@ -194,7 +194,7 @@ TEST_F(RelayE2e, SurvivesRepeatedKillNineWithoutLossOrReordering) {
   auto relay = StartRelay(args);
   ASSERT_TRUE(WaitDrained()) << relay->Stderr();
 
-  auto records = test::ReadTopic(kafka_.bootstrap(), topic_, kMessages, 120s, 2s);
+  auto records = test::ReadTopic(kafka_.bootstrap(), topic_, kMessages, 120s, /*to_end=*/true);
   auto rep = test::Analyze(records);
   EXPECT_EQ(rep.distinct, kMessages) << "lost messages";
   EXPECT_EQ(rep.out_of_order_keys, 0) << rep.first_problem;
@@ -217,7 +217,7 @@ TEST_F(RelayE2e, RecoversFromPostgresRestartsWhileDraining) {
   ASSERT_TRUE(WaitDrained(30s)) << relay->Stderr();
   EXPECT_THAT(relay->Stderr(), HasSubstr("lost the PostgreSQL session"));
 
-  auto records = test::ReadTopic(kafka_.bootstrap(), topic_, kMessages + 100, 120s, 1s);
+  auto records = test::ReadTopic(kafka_.bootstrap(), topic_, kMessages + 100, 120s, /*to_end=*/true);
   std::set<std::string> ids;
   for (const auto& r : records) ids.insert(r.headers.at("message_id"));
   EXPECT_EQ(ids.size(), static_cast<size_t>(kMessages + 100));
@@ -238,7 +238,7 @@ TEST_F(RelayE2e, WaitsOutAKafkaOutageAndCatchesUp) {
   EXPECT_EQ(Pending(), 2000);
   kafka_.SetBrokerUp(1);
   ASSERT_TRUE(WaitDrained()) << relay->Stderr();
-  auto rep = test::Analyze(test::ReadTopic(kafka_.bootstrap(), topic_, 3000, 120s, 1s));
+  auto rep = test::Analyze(test::ReadTopic(kafka_.bootstrap(), topic_, 3000, 120s, /*to_end=*/true));
   EXPECT_EQ(rep.distinct, 3000);
   EXPECT_EQ(rep.out_of_order_keys, 0) << rep.first_problem;
 }
@@ -276,7 +276,7 @@ TEST_F(RelayE2e, TwoRelaysShareLanesAndTheSurvivorTakesOver) {
   for (auto& t : writers) t.join();
   ASSERT_TRUE(WaitDrained()) << b->Stderr();
 
-  auto rep = test::Analyze(test::ReadTopic(kafka_.bootstrap(), topic_, kWriters * kPerWriter, 120s, 1s));
+  auto rep = test::Analyze(test::ReadTopic(kafka_.bootstrap(), topic_, kWriters * kPerWriter, 120s, /*to_end=*/true));
   EXPECT_EQ(rep.distinct, kWriters * kPerWriter);
   EXPECT_EQ(rep.out_of_order_keys, 0) << rep.first_problem;
 }
@@ -301,7 +301,7 @@ TEST_F(RelayE2e, PoisonMessageIsParkedAndOthersKeepFlowing) {
     EXPECT_EQ(row[0].as<std::string>(), "poison");
     EXPECT_THAT(row[1].as<std::string>(), HasSubstr("too large"));
   }
-  auto rep = test::Analyze(test::ReadTopic(kafka_.bootstrap(), topic_, 500, 60s, 500ms));
+  auto rep = test::Analyze(test::ReadTopic(kafka_.bootstrap(), topic_, 500, 60s, /*to_end=*/true));
   EXPECT_EQ(rep.distinct, 500);
 
   auto list = test::RunProcess({test::RelayBinary(), "dead-letters", "list", "--db", RelayDb()});
@@ -328,7 +328,7 @@ TEST_F(RelayE2e, PoisonMessageIsParkedAndOthersKeepFlowing) {
   EXPECT_THAT(retry.out, HasSubstr("retried 1"));
   ASSERT_TRUE(WaitDrained(60s)) << bigger->Stderr();
   EXPECT_EQ(Scalar("SELECT count(*) FROM outbox.dead_letters"), 0);
-  auto all = test::ReadTopic(kafka_.bootstrap(), topic_, 501, 60s, 500ms);
+  auto all = test::ReadTopic(kafka_.bootstrap(), topic_, 501, 60s, /*to_end=*/true);
   EXPECT_EQ(all.size(), 501u);
   EXPECT_EQ(test::RunProcess({test::RelayBinary(), "dead-letters", "drop", "12345", "--db", RelayDb()}).code, 1);
 }
@@ -343,7 +343,7 @@ TEST_F(RelayE2e, SigtermDuringLoadExitsZeroAndRestartPublishesNoDuplicates) {
   EXPECT_GT(Pending(), 0) << "the test wanted to stop mid-drain";
   auto again = StartRelay({"--batch-size", "100"});
   ASSERT_TRUE(WaitDrained()) << again->Stderr();
-  auto rep = test::Analyze(test::ReadTopic(kafka_.bootstrap(), topic_, kMessages, 120s, 2s));
+  auto rep = test::Analyze(test::ReadTopic(kafka_.bootstrap(), topic_, kMessages, 120s, /*to_end=*/true));
   EXPECT_EQ(rep.distinct, kMessages);
   EXPECT_EQ(rep.duplicates, 0);
   EXPECT_EQ(rep.out_of_order_keys, 0) << rep.first_problem;
@@ -391,7 +391,7 @@ TEST_F(RelayE2e, LateCommitBelowRowsInFlightKeepsKeyOrder) {
   }
   kafka_.SetBrokerRtt(1, 0);
   ASSERT_TRUE(WaitDrained(60s)) << relay->Stderr();
-  auto rep = test::Analyze(test::ReadTopic(kafka_.bootstrap(), topic_, 22, 60s, 500ms));
+  auto rep = test::Analyze(test::ReadTopic(kafka_.bootstrap(), topic_, 22, 60s, /*to_end=*/true));
   EXPECT_EQ(rep.distinct, 22);
   EXPECT_EQ(rep.out_of_order_keys, 0) << rep.first_problem;
 }
@@ -488,7 +488,7 @@ TEST_F(RelayE2e, BatchSizeAboveTheInFlightCapStillDrains) {
   auto relay = StartRelay({"--batch-size", "100000"});
   ASSERT_TRUE(WaitDrained(60s)) << relay->Stderr();
   EXPECT_THAT(relay->Stderr(), HasSubstr("--batch-size is above the in-flight cap"));
-  auto rep = test::Analyze(test::ReadTopic(kafka_.bootstrap(), topic_, 3000, 60s, 500ms));
+  auto rep = test::Analyze(test::ReadTopic(kafka_.bootstrap(), topic_, 3000, 60s, /*to_end=*/true));
   EXPECT_EQ(rep.distinct, 3000);
   EXPECT_EQ(rep.out_of_order_keys, 0) << rep.first_problem;
 }
@@ -505,7 +505,7 @@ TEST_F(RelayE2e, RefusedRecordBatchParksNoInnocentRow) {
   ASSERT_TRUE(WaitDrained(60s)) << relay->Stderr();
   EXPECT_EQ(Scalar("SELECT count(*) FROM outbox.dead_letters"), 0) << relay->Stderr();
   EXPECT_THAT(relay->Stderr(), HasSubstr("record in a refused record batch, will be tried alone"));
-  auto rep = test::Analyze(test::ReadTopic(kafka_.bootstrap(), topic_, 500, 60s, 500ms));
+  auto rep = test::Analyze(test::ReadTopic(kafka_.bootstrap(), topic_, 500, 60s, /*to_end=*/true));
   EXPECT_EQ(rep.distinct, 500);
   EXPECT_EQ(rep.out_of_order_keys, 0) << rep.first_problem;
 }
@@ -539,7 +539,7 @@ TEST_F(RelayE2e, LaneCountChangedWhileRelaysRunIsPickedUp) {
     auto o = LaneOwners();
     return o.size() == 2 && o.begin()->second == 16 && o.rbegin()->second == 16;
   }, 30s)) << a->Stderr() << b->Stderr();
-  auto rep = test::Analyze(test::ReadTopic(kafka_.bootstrap(), topic_, 2000, 60s, 500ms));
+  auto rep = test::Analyze(test::ReadTopic(kafka_.bootstrap(), topic_, 2000, 60s, /*to_end=*/true));
   EXPECT_EQ(rep.distinct, 2000);
   EXPECT_EQ(rep.out_of_order_keys, 0) << rep.first_problem;
   // Back to fewer lanes: the relays release the lanes beyond the count.

@@ -2,8 +2,9 @@
 """Reads a Kafka topic from the beginning with confluent_kafka (a client the project did
 not write) and prints one JSON object per record:
   {"p": partition, "o": offset, "k": key|null, "v": value|null, "h": {name: value}}
-Stops after --count records, or when --timeout seconds pass. Exit code 0 either way;
-the caller checks what it got."""
+Stops after --count records (with --to-end: once every partition is read up to its high
+watermark, so duplicates are counted too — never "until N seconds of silence"), or when
+--timeout seconds pass. Exit code 0 either way; the caller checks what it got."""
 import argparse
 import json
 import sys
@@ -23,8 +24,8 @@ def main():
     ap.add_argument("--topic", required=True)
     ap.add_argument("--count", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=60)
-    ap.add_argument("--idle", type=float, default=0,
-                    help="after --count records, keep reading until nothing came for this long")
+    ap.add_argument("--to-end", action="store_true",
+                    help="after --count records, read every partition up to its high watermark")
     args = ap.parse_args()
     deadline = time.time() + args.timeout
     c = Consumer({
@@ -48,14 +49,21 @@ def main():
     c.assign([TopicPartition(args.topic, p, OFFSET_BEGINNING) for p in partitions])
     n = 0
     out = sys.stdout
-    last = time.time()
+    position = {p: 0 for p in partitions}  # next offset to read, per partition
+    high = None                             # high watermarks, read once --count is reached
     while time.time() < deadline:
-        if args.count and n >= args.count and time.time() - last >= args.idle:
-            break
+        if args.count and n >= args.count:
+            if not args.to_end:
+                break
+            if high is None:
+                high = {p: c.get_watermark_offsets(TopicPartition(args.topic, p), timeout=10)[1]
+                        for p in partitions}
+            if all(position[p] >= high[p] for p in partitions):
+                break
         msg = c.poll(0.05)
         if msg is None or msg.error():
             continue
-        last = time.time()
+        position[msg.partition()] = msg.offset() + 1
         headers = {k: text(v) for k, v in (msg.headers() or [])}
         out.write(json.dumps({"p": msg.partition(), "o": msg.offset(), "k": text(msg.key()),
                               "v": text(msg.value()), "h": headers}) + "\n")

@@ -10,10 +10,12 @@
 namespace outbox::test {
 
 std::vector<Record> ReadTopic(const std::string& bootstrap, const std::string& topic, int count,
-                              std::chrono::milliseconds deadline, std::chrono::milliseconds idle) {
+                              std::chrono::milliseconds deadline, bool to_end) {
   auto seconds = std::to_string(Scaled(deadline).count() / 1000.0);
-  auto r = RunProcess({"/usr/bin/python3", SourceDir() + "/tests/support/kafka_read.py", "--brokers", bootstrap,
-                       "--topic", topic, "--count", std::to_string(count), "--timeout", seconds, "--idle", std::to_string(idle.count() / 1000.0)});
+  std::vector<std::string> args = {"/usr/bin/python3", SourceDir() + "/tests/support/kafka_read.py", "--brokers",
+                                   bootstrap, "--topic", topic, "--count", std::to_string(count), "--timeout", seconds};
+  if (to_end) args.push_back("--to-end");
+  auto r = RunProcess(args);
   if (r.code != 0) throw std::runtime_error("kafka_read.py failed: " + r.err);
   std::vector<Record> out;
   std::istringstream lines{r.out};

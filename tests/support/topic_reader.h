@@ -18,12 +18,12 @@ struct Record {
   std::map<std::string, std::string> headers;
 };
 
-// Reads `topic` from the beginning until `count` records arrived (then goes on while
-// records keep coming within `idle`, to catch duplicates) or the (scaled) deadline
-// passed; records come in offset order per partition.
+// Reads `topic` from the beginning until `count` records arrived — with `to_end`, then on
+// up to every partition's high watermark, so duplicates are counted (read after the relay
+// stopped or drained: nothing is produced any more) — or the (scaled) deadline passed;
+// records come in offset order per partition.
 std::vector<Record> ReadTopic(const std::string& bootstrap, const std::string& topic, int count,
-                              std::chrono::milliseconds deadline,
-                              std::chrono::milliseconds idle = std::chrono::milliseconds(0));
+                              std::chrono::milliseconds deadline, bool to_end = false);
 
 // Checks of what a relay published, for messages carrying headers `key_seq` (a per-key
 // sequence number, 0, 1, 2, ...) and message_id.
