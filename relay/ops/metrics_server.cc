@@ -14,9 +14,13 @@
 namespace outbox::relay {
 namespace {
 
-// Read timeout for a request: a client that connects and stalls holds a thread this long.
+// Read/write deadline of a request: a client that connects and stalls holds a thread
+// this long, no longer.
 constexpr time_t kReadTimeoutSeconds = 2;
-constexpr size_t kServingThreads = 2;
+constexpr time_t kWriteTimeoutSeconds = 2;
+// Connections served at once: dozens of slow or idle clients (a port scan, a stuck
+// scraper) must not delay /healthz; idle threads cost almost nothing.
+constexpr size_t kServingThreads = 64;
 
 }  // namespace
 
@@ -42,6 +46,7 @@ MetricsServer::MetricsServer(const std::string& host_port, std::shared_ptr<prome
   });
   server_->set_keep_alive_max_count(1);  // answers carry Connection: close
   server_->set_read_timeout(kReadTimeoutSeconds, 0);
+  server_->set_write_timeout(kWriteTimeoutSeconds, 0);
   server_->Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     prometheus::TextSerializer serializer;
     res.set_content(serializer.Serialize(registry_->Collect()), "text/plain; version=0.0.4");

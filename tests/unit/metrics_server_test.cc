@@ -6,7 +6,13 @@
 #include <prometheus/counter.h>
 #include <prometheus/registry.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <vector>
 
 #include "common/errors.h"
 #include "http_server.h"
@@ -65,6 +71,27 @@ TEST(MetricsServer, APortInUseIsAClearErrorNotASharedPort) {
 
 TEST(MetricsServer, StopsPromptlyRightAfterStarting) {
   for (int i = 0; i < 20; ++i) MetricsServer server{"127.0.0.1:0", RegistryWithACounter()};
+}
+
+// Issue 13: 50 clients that connect and send nothing must not delay /healthz (the old
+// server handled one connection at a time with a per-recv timeout).
+TEST(MetricsServer, FiftySlowClientsDoNotDelayHealthz) {
+  MetricsServer server{"127.0.0.1:0", RegistryWithACounter()};
+  std::vector<int> idle;
+  for (int i = 0; i < 50; ++i) {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(fd, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<std::uint16_t>(server.port()));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    ASSERT_EQ(::send(fd, "G", 1, 0), 1);  // a request that never finishes
+    idle.push_back(fd);
+  }
+  auto health = test::HttpGet(server.port(), "/healthz");
+  EXPECT_EQ(health.status, 200) << health.error;
+  for (int fd : idle) ::close(fd);
 }
 
 }  // namespace
