@@ -61,10 +61,14 @@ int main(int argc, char** argv) {
     {
       pqxx::connection conn{options.conninfo};
       pqxx::work tx{conn};
-      tx.exec(
-          "CREATE TABLE IF NOT EXISTS example_orders (message_id text PRIMARY KEY, order_key text, "
-          "body text, "
-          "received_at timestamptz NOT NULL DEFAULT now())");
+      // Create the table only when it is missing: CREATE TABLE IF NOT EXISTS needs CREATE on
+      // the schema even when the table exists, which a least-privilege consumer login lacks.
+      if (tx.exec1("SELECT to_regclass('example_orders') IS NULL")[0].as<bool>()) {
+        tx.exec(
+            "CREATE TABLE example_orders (message_id text PRIMARY KEY, order_key text, "
+            "body text, "
+            "received_at timestamptz NOT NULL DEFAULT now())");
+      }
       tx.commit();
     }
     outbox::Consumer consumer{options, [](const outbox::Message& m, pqxx::work& tx) {
