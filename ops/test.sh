@@ -30,8 +30,10 @@ if [ "$SANITIZERS" = 1 ]; then
   cmake -S . -B "$BUILD-asan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DOUTBOX_WERROR=OFF \
     -DOUTBOX_SANITIZE=address,undefined >/dev/null
   cmake --build "$BUILD-asan" -j "$(nproc)"
-  # Leaks are reported for our code; librdkafka's and libpq's process-wide caches are not ours.
+  # Leaks are reported for our code; those inside third-party libraries are suppressed by
+  # name in tests/lsan.supp (each with the test that shows it).
   export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:strict_string_checks=1}
+  export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/tests/lsan.supp:print_suppressions=0}
   export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
   (cd "$BUILD-asan" && ctest --output-on-failure -j "$(nproc)" -L 'unit|integration|sim' "$@")
 fi
