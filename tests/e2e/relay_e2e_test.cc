@@ -82,6 +82,12 @@ class RelayE2e : public ::testing::Test {
     return test::WaitUntil([&] { return Pending() == 0; }, deadline);
   }
 
+  // The 16 default lanes split evenly between two relays.
+  bool TwoRelaysOwnEightLanesEach() {
+    auto o = LaneOwners();
+    return o.size() == 2 && o.begin()->second == 8 && o.rbegin()->second == 8;
+  }
+
   // Lane locks held, by backend pid.
   std::map<int, int> LaneOwners() {
     pqxx::connection c{db_};
@@ -246,10 +252,7 @@ TEST_F(RelayE2e, WaitsOutAKafkaOutageAndCatchesUp) {
 TEST_F(RelayE2e, TwoRelaysShareLanesAndTheSurvivorTakesOver) {
   auto a = StartRelay();
   auto b = StartRelay();
-  ASSERT_TRUE(test::WaitUntil([&] {
-    auto o = LaneOwners();
-    return o.size() == 2 && o.begin()->second == 8 && o.rbegin()->second == 8;
-  }, 30s)) << a->Stderr() << b->Stderr();
+  ASSERT_TRUE(test::WaitUntil([&] { return TwoRelaysOwnEightLanesEach(); }, 30s)) << a->Stderr() << b->Stderr();
 
   constexpr int kWriters = 4, kPerWriter = 1500;
   std::atomic<int> written{0};
@@ -475,10 +478,7 @@ TEST_F(RelayE2e, ReleasingLaneWantedAgainIsKeptNotLockedTwice) {
   ASSERT_TRUE(WaitDrained()) << a->Stderr();
   // A third relay: fair shares again. A lane locked twice would stay A's after one unlock.
   auto c = StartRelay();
-  ASSERT_TRUE(test::WaitUntil([&] {
-    auto o = LaneOwners();
-    return o.size() == 2 && o.begin()->second == 8 && o.rbegin()->second == 8;
-  }, 30s)) << "lanes did not move to the new relay\n" << a->Stderr() << c->Stderr();
+  ASSERT_TRUE(test::WaitUntil([&] { return TwoRelaysOwnEightLanesEach(); }, 30s)) << "lanes did not move to the new relay\n" << a->Stderr() << c->Stderr();
 }
 
 // Issue 12, bug 2. --batch-size above the in-flight record cap (50000) used to claim
@@ -528,10 +528,7 @@ TEST_F(RelayE2e, RefusesKafkaSettingsThatCanReorderAKey) {
 TEST_F(RelayE2e, LaneCountChangedWhileRelaysRunIsPickedUp) {
   auto a = StartRelay();
   auto b = StartRelay();
-  ASSERT_TRUE(test::WaitUntil([&] {
-    auto o = LaneOwners();
-    return o.size() == 2 && o.begin()->second == 8 && o.rbegin()->second == 8;
-  }, 30s)) << a->Stderr() << b->Stderr();
+  ASSERT_TRUE(test::WaitUntil([&] { return TwoRelaysOwnEightLanesEach(); }, 30s)) << a->Stderr() << b->Stderr();
   Exec("SELECT outbox.set_lane_count(32)");
   Prefill(2000, 200);
   ASSERT_TRUE(WaitDrained(60s)) << a->Stderr() << b->Stderr();
@@ -560,10 +557,7 @@ TEST_F(RelayE2e, PerLaneGaugesComeFromTheLanesOwnerOnly) {
   const int port_a = test::WaitForMetricsPort(*a);
   auto b = StartRelay({"--metrics-listen", "127.0.0.1:0"});
   const int port_b = test::WaitForMetricsPort(*b);
-  ASSERT_TRUE(test::WaitUntil([&] {
-    auto o = LaneOwners();
-    return o.size() == 2 && o.begin()->second == 8 && o.rbegin()->second == 8;
-  }, 30s)) << a->Stderr() << b->Stderr();
+  ASSERT_TRUE(test::WaitUntil([&] { return TwoRelaysOwnEightLanesEach(); }, 30s)) << a->Stderr() << b->Stderr();
   kafka_.SetBrokerRtt(1, 60000);  // nothing is acknowledged: rows stay pending
   Prefill(160, 16);
   auto lanes_of = [](int port) {
