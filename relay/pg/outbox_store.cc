@@ -29,40 +29,23 @@ std::vector<OutboxRow> DecodeRows(const PGresult* res) {
   return rows;
 }
 
-// Runs f, turning PostgreSQL's errors into the core's.
-template <typename F>
-auto Translate(F&& f) -> decltype(f()) {
-  try {
-    return f();
-  } catch (const PgError& e) {
-    throw StoreError(e.what(), e.sqlstate(), e.connection_lost());
-  }
-}
-
 }  // namespace
 
 PgOutboxStore::PgOutboxStore(const std::string& conninfo, const std::string& application_name) {
-  Translate([&] {
-    conn_ = std::make_unique<PgConnection>(conninfo, application_name);
-    Open();
-  });
+  conn_ = std::make_unique<PgConnection>(conninfo, application_name);
+  Open();
 }
 
 int PgOutboxStore::LaneCount() {
-  return Translate([&]() -> int {
-    auto settings = conn_->Exec("SELECT lane_count FROM outbox.settings");
-    if (PQntuples(settings.get()) != 1) {
-      throw PgError("outbox.settings is empty: run outbox-relay migrate", "55000", false);
-    }
-    return std::stoi(PQgetvalue(settings.get(), 0, 0));
-  });
-}
-
-void PgOutboxStore::Open() {
   auto settings = conn_->Exec("SELECT lane_count FROM outbox.settings");
   if (PQntuples(settings.get()) != 1) {
     throw PgError("outbox.settings is empty: run outbox-relay migrate", "55000", false);
   }
+  return std::stoi(PQgetvalue(settings.get(), 0, 0));
+}
+
+void PgOutboxStore::Open() {
+  LaneCount();  // fails early, with the fix named, if the schema is missing
   conn_->Exec("LISTEN outbox_relay");
   // The relay's own writes (deleting published rows, parking dead letters) need not wait
   // for their WAL flush: if PostgreSQL crashes before the flush, the rows come back and
@@ -96,84 +79,68 @@ void PgOutboxStore::Open() {
 }
 
 int PgOutboxStore::JoinGroup() {
-  return Translate([&]() -> int {
-    // Member slots are dense: a relay takes the lowest free one.
-    auto r = conn_->Exec("SELECT s FROM generate_series(0, 4095) AS s WHERE pg_try_advisory_lock($1, s) LIMIT 1",
-                         {std::to_string(kMemberLockClass)});
-    if (PQntuples(r.get()) != 1) throw PgError("more than 4096 relays on one database", "53000", false);
-    return std::stoi(PQgetvalue(r.get(), 0, 0));
-  });
+  // Member slots are dense: a relay takes the lowest free one.
+  auto r = conn_->Exec("SELECT s FROM generate_series(0, 4095) AS s WHERE pg_try_advisory_lock($1, s) LIMIT 1",
+                       {std::to_string(kMemberLockClass)});
+  if (PQntuples(r.get()) != 1) throw PgError("more than 4096 relays on one database", "53000", false);
+  return std::stoi(PQgetvalue(r.get(), 0, 0));
 }
 
 int PgOutboxStore::LiveRelays() {
-  return Translate([&]() -> int {
-    auto r = conn_->Exec(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 "
-        "AND classid = $1::int::oid AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-        {std::to_string(kMemberLockClass)});
-    return std::max(1, std::stoi(PQgetvalue(r.get(), 0, 0)));
-  });
+  auto r = conn_->Exec(
+      "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 "
+      "AND classid = $1::int::oid AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+      {std::to_string(kMemberLockClass)});
+  return std::max(1, std::stoi(PQgetvalue(r.get(), 0, 0)));
 }
 
 std::vector<int> PgOutboxStore::TryLockLanes(const std::vector<int>& lanes, int want) {
-  return Translate([&]() -> std::vector<int> {
-    std::vector<int> got;
-    if (lanes.empty() || want <= 0) return got;
-    // The filter runs row by row in array order and LIMIT stops it: no lock beyond `want`.
-    auto r = conn_->Exec("SELECT l FROM unnest($1::int[]) AS l WHERE pg_try_advisory_lock($2, l) LIMIT $3",
-                         {ArrayLiteral(lanes.begin(), lanes.end()), std::to_string(kLaneLockClass),
-                          std::to_string(want)});
-    for (int i = 0; i < PQntuples(r.get()); ++i) got.push_back(std::stoi(PQgetvalue(r.get(), i, 0)));
-    return got;
-  });
+  std::vector<int> got;
+  if (lanes.empty() || want <= 0) return got;
+  // The filter runs row by row in array order and LIMIT stops it: no lock beyond `want`.
+  auto r = conn_->Exec("SELECT l FROM unnest($1::int[]) AS l WHERE pg_try_advisory_lock($2, l) LIMIT $3",
+                       {ArrayLiteral(lanes.begin(), lanes.end()), std::to_string(kLaneLockClass),
+                        std::to_string(want)});
+  for (int i = 0; i < PQntuples(r.get()); ++i) got.push_back(std::stoi(PQgetvalue(r.get(), i, 0)));
+  return got;
 }
 
 void PgOutboxStore::UnlockLane(int lane) {
-  Translate([&] {
-    conn_->Exec("SELECT pg_advisory_unlock($1, $2)", {std::to_string(kLaneLockClass), std::to_string(lane)});
-  });
+  conn_->Exec("SELECT pg_advisory_unlock($1, $2)", {std::to_string(kLaneLockClass), std::to_string(lane)});
 }
 
 std::vector<OutboxRow> PgOutboxStore::Claim(const std::vector<LaneClaim>& claims) {
-  return Translate([&]() -> std::vector<OutboxRow> {
-    std::vector<int> lanes, limits;
-    std::vector<std::int64_t> after;
-    for (const auto& c : claims) {
-      lanes.push_back(c.lane);
-      after.push_back(c.known_up_to);
-      limits.push_back(c.limit);
-    }
-    auto r = conn_->ExecPrepared("claim",
-                                 {ArrayLiteral(lanes.begin(), lanes.end()), ArrayLiteral(after.begin(), after.end()),
-                                  ArrayLiteral(limits.begin(), limits.end())},
-                                 /*binary_results=*/true);
-    return DecodeRows(r.get());
-  });
+  std::vector<int> lanes, limits;
+  std::vector<std::int64_t> after;
+  for (const auto& c : claims) {
+    lanes.push_back(c.lane);
+    after.push_back(c.known_up_to);
+    limits.push_back(c.limit);
+  }
+  auto r = conn_->ExecPrepared("claim",
+                               {ArrayLiteral(lanes.begin(), lanes.end()), ArrayLiteral(after.begin(), after.end()),
+                                ArrayLiteral(limits.begin(), limits.end())},
+                               /*binary_results=*/true);
+  return DecodeRows(r.get());
 }
 
 std::vector<OutboxRow> PgOutboxStore::Fetch(const std::vector<std::int64_t>& ids) {
-  return Translate([&]() -> std::vector<OutboxRow> {
-    if (ids.empty()) return {};
-    auto r = conn_->ExecPrepared("fetch", {ArrayLiteral(ids.begin(), ids.end())}, /*binary_results=*/true);
-    return DecodeRows(r.get());
-  });
+  if (ids.empty()) return {};
+  auto r = conn_->ExecPrepared("fetch", {ArrayLiteral(ids.begin(), ids.end())}, /*binary_results=*/true);
+  return DecodeRows(r.get());
 }
 
 void PgOutboxStore::Delete(const std::vector<std::int64_t>& ids) {
-  Translate([&] {
-    if (ids.empty()) return;
-    conn_->ExecPrepared("delete", {ArrayLiteral(ids.begin(), ids.end())});
-  });
+  if (ids.empty()) return;
+  conn_->ExecPrepared("delete", {ArrayLiteral(ids.begin(), ids.end())});
 }
 
 void PgOutboxStore::DeadLetter(std::int64_t id, const std::string& error) {
-  Translate([&] {
-    conn_->ExecPrepared("dead_letter", {std::to_string(id), error});
-  });
+  conn_->ExecPrepared("dead_letter", {std::to_string(id), error});
 }
 
 bool PgOutboxStore::TakeWakeups() {
-  return Translate([&] { return !conn_->ConsumeNotifications().empty(); });
+  return !conn_->ConsumeNotifications().empty();
 }
 
 }  // namespace outbox::relay
