@@ -13,7 +13,7 @@ namespace outbox::relay {
 
 // The libpq implementation of the core's OutboxStore (core/outbox_store.h): one
 // PostgreSQL session, LISTEN outbox_relay for wake-ups, prepared statements, binary
-// results. Every PgError is rethrown as StoreError. Not thread-safe.
+// results. Its failures are PgError, which is the core's StoreError. Not thread-safe.
 class PgOutboxStore final : public OutboxStore {
  public:
   // Connects, LISTENs to outbox_relay, prepares statements. Throws StoreError.
