@@ -4,6 +4,7 @@
 #   ops/pg-tmp.sh start DIR [--owner-pid PID]   init + start; prints one conninfo line
 #   ops/pg-tmp.sh stop DIR                      stop and delete DIR
 #   ops/pg-tmp.sh restart DIR [fast|immediate]  restart on the same port (fault tests)
+#   ops/pg-tmp.sh down DIR | up DIR             stop the server, keep DIR; start it again
 #   ops/pg-tmp.sh conninfo DIR                  print the conninfo again
 #
 # Works as root (runs the server as the postgres user) and as a normal user. Each
@@ -90,12 +91,20 @@ stop() {
   rm -rf "$dir"
 }
 
-restart() {
-  local dir=$1 mode=${2:-fast}
+down() {
+  as_owner "$PGBIN/pg_ctl" -D "$1/data" -m "${2:-fast}" -w stop >/dev/null
+}
+
+up() {
+  local dir=$1
   local port; port=$(cat "$dir/port")
-  as_owner "$PGBIN/pg_ctl" -D "$dir/data" -m "$mode" -w stop >/dev/null
   as_owner "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/data/server.log" -w -t 60 \
     -o "$(server_opts "$dir" "$port")" start >/dev/null
+}
+
+restart() {
+  down "$1" "${2:-fast}"
+  up "$1"
 }
 
 cmd=${1:-}
@@ -106,7 +115,9 @@ case "$cmd" in
     if [ "${3:-}" = "--owner-pid" ]; then owner=${4:?--owner-pid needs a PID}; fi
     start "$2" "$owner" ;;
   stop) [ $# -ge 2 ] || die "usage: pg-tmp.sh stop DIR"; stop "$2" ;;
+  down) [ $# -ge 2 ] || die "usage: pg-tmp.sh down DIR"; down "$2" ;;
+  up) [ $# -ge 2 ] || die "usage: pg-tmp.sh up DIR"; up "$2" ;;
   restart) [ $# -ge 2 ] || die "usage: pg-tmp.sh restart DIR [fast|immediate]"; restart "$2" "${3:-fast}" ;;
   conninfo) conninfo "$(cd "$2" && pwd)" ;;
-  *) die "usage: pg-tmp.sh start|stop|restart|conninfo DIR" ;;
+  *) die "usage: pg-tmp.sh start|stop|restart|down|up|conninfo DIR" ;;
 esac

@@ -237,6 +237,9 @@ const std::vector<CommandSpec>& Commands() {
                           "on SIGTERM, wait this long for in-flight messages"),
                  Duration("stats-interval", &RunConfig::stats_interval, milliseconds{100}, hours{1},
                           "refresh pending depth and age metrics this often"),
+                 Duration("kafka-stall-timeout", &RunConfig::kafka_stall_timeout, milliseconds{0}, hours{1},
+                          "when Kafka acknowledges nothing this long while records wait, hand the lanes to "
+                          "other relays until it answers again (0: never)"),
                  Text("metrics-listen", &RunConfig::metrics_listen, "HOST:PORT",
                       "serve /metrics, /healthz, /readyz on HOST:PORT", "off", CheckListen),
                  List("kafka-conf", &RunConfig::kafka_conf, "KEY=VALUE",

@@ -35,6 +35,12 @@ class MetricsObserver final : public RelayObserver {
   }
   void InFlight(int records) override { m_.inflight.Set(records); }
   void BatchLatency(double seconds) override { m_.batch_latency.Observe(seconds); }
+  void ConnectFailed() override { m_.db_connect_failures.Increment(); }
+  void StatementFailed() override { m_.statement_failures.Increment(); }
+  void KafkaStalled(bool stalled) override {
+    if (stalled) m_.kafka_stalls.Increment();
+    m_.kafka_stalled.Set(stalled ? 1 : 0);
+  }
 
  private:
   RelayMetrics& m_;
@@ -64,7 +70,10 @@ int RunRelay(const RunConfig& c, std::shared_ptr<spdlog::logger> log) {
   std::unique_ptr<MetricsServer> server;
   if (!c.metrics_listen.empty()) {
     server = std::make_unique<MetricsServer>(c.metrics_listen, registry);
-    server->SetReadyCheck([&relay] { return relay.ready(); });
+    server->SetReadyCheck([&relay] {
+      auto r = relay.readiness();
+      return MetricsServer::ReadyState{r.ready, r.reason};
+    });
     log->info("serving /metrics /healthz /readyz port={}", server->port());
   }
   StatsPoller stats{c.db, c.stats_interval, metrics, owned_lanes, log};

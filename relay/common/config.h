@@ -32,6 +32,9 @@ struct RunConfig {
   std::chrono::milliseconds rebalance_interval{1000};  // lane ownership check period
   std::chrono::milliseconds shutdown_timeout{30000};   // wait for in-flight on SIGTERM
   std::chrono::milliseconds stats_interval{5000};      // pending depth/age refresh
+  // Kafka acknowledged nothing for this long while records wait: hand the lanes to relays
+  // that can reach it, probe, rejoin when it answers (docs/relay.md). 0 = never.
+  std::chrono::milliseconds kafka_stall_timeout{30000};
   std::string metrics_listen;   // host:port for /metrics, /healthz, /readyz; empty = off
   // librdkafka properties from a Java-properties file (key=value per line, # comments):
   // the way to keep SASL/TLS secrets off the command line. --kafka-conf entries win.

@@ -39,6 +39,9 @@ class OutboxStore {
   virtual int LaneCount() = 0;
   // Joins the relay group: holds one member lock. Returns the member slot.
   virtual int JoinGroup() = 0;
+  // Leaves the relay group (releases the member lock of `slot`): the other relays' fair
+  // share then counts without us. The session stays.
+  virtual void LeaveGroup(int slot) = 0;
   // Relays currently holding a member lock on this database (at least 1: us).
   virtual int LiveRelays() = 0;
   // Tries the given lanes in order until `want` are taken; returns those now owned.

@@ -48,6 +48,10 @@ class RecordSink {
   // Replaces a fatal producer with a new one. What the old one still held is reported
   // failed (transient) by the next Poll; some of it may have reached Kafka.
   virtual void Reset() = 0;
+  // Whether Kafka answers now (the relay asks while its lanes are handed over because
+  // nothing was acknowledged for --kafka-stall-timeout). Non-blocking: may start a check
+  // in the background and answer false until it completes.
+  virtual bool Reachable() = 0;
   // A file descriptor readable when reports may be waiting (poll(2)), or -1.
   virtual int wait_fd() const { return -1; }
 };

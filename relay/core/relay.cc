@@ -1,6 +1,7 @@
 #include "core/relay.h"
 
 #include <poll.h>
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -20,9 +21,14 @@ constexpr milliseconds kRetryPause{1000};
 // refused batch's reports before taking it as idempotence broken beyond repair.
 constexpr milliseconds kFatalGrace{2000};
 constexpr milliseconds kFatalRecheck{20};
-// Not ready if a batch waits this long for Kafka.
-constexpr milliseconds kStuckAfter{30000};
+// Not ready when rows wait and nothing moved for this long.
+constexpr milliseconds kNoProgressAfter{10000};
+// Not ready after this many statements failed in a row on a live session.
+constexpr int kFailingStatements = 3;
 constexpr milliseconds kMaxConnectBackoff{5000};
+constexpr milliseconds kMaxStatementBackoff{30000};
+// While the lanes are handed over (Kafka stalled): how often to ask whether Kafka answers.
+constexpr milliseconds kProbeInterval{1000};
 
 std::int64_t RowBytes(const OutboxRow& row) {
   std::int64_t n = static_cast<std::int64_t>(row.topic.size() + row.message_id.size());
@@ -45,7 +51,8 @@ Relay::Relay(const RunConfig& config, const RelayLimits& limits, const Clock& cl
       log_(std::move(log)),
       rng_(seed) {
   auto now = clock_.Now();
-  next_rebalance_ = next_poll_ = next_connect_ = drain_deadline_ = now;
+  next_rebalance_ = next_poll_ = next_connect_ = drain_deadline_ = progress_at_ = statement_retry_at_ = now;
+  readiness_.reason = "starting: no PostgreSQL session yet";
   if (config_.batch_size > limits_.max_inflight_records) {
     log_->warn("--batch-size is above the in-flight cap; claiming at most the cap batch_size={} cap={}",
                config_.batch_size, limits_.max_inflight_records);
@@ -63,16 +70,26 @@ void Relay::Connect() {
   auto now = clock_.Now();
   try {
     auto store = connect_();
-    member_slot_ = store->JoinGroup();
+    // A relay whose lanes are handed over (Kafka stalled) joins the group again only
+    // when Kafka answers: DatabaseTurn joins.
+    if (!standby_) member_slot_ = store->JoinGroup();
+    in_group_ = !standby_;
     lane_count_ = store->LaneCount();
     store_ = std::move(store);
     observer_.DbConnected(true);
     connect_backoff_ = milliseconds{100};
     next_rebalance_ = now;
-    log_->info("connected to PostgreSQL lanes={} member_slot={}", lane_count_, member_slot_);
+    long long failed = repeat_log_.Clear("connect");
+    log_->info("connected to PostgreSQL lanes={} member_slot={}{}", lane_count_, member_slot_,
+               failed > 0 ? fmt::format(" (after {} failed attempts)", failed) : std::string());
   } catch (const StoreError& e) {
-    next_connect_ = now + Jitter(connect_backoff_);
-    log_->warn("cannot use PostgreSQL, retrying in {}ms error={}", connect_backoff_.count(), e.what());
+    auto wait = Jitter(connect_backoff_);
+    next_connect_ = now + wait;
+    last_connect_error_ = e.what();
+    observer_.ConnectFailed();
+    if (auto suffix = repeat_log_.Note("connect", now)) {
+      log_->warn("cannot use PostgreSQL, retrying in {}ms error={}{}", wait.count(), e.what(), *suffix);
+    }
     connect_backoff_ = std::min(connect_backoff_ * 2, kMaxConnectBackoff);
   }
 }
@@ -80,6 +97,9 @@ void Relay::Connect() {
 void Relay::OnConnectionLost(const std::string& why) {
   log_->error("lost the PostgreSQL session; lanes are free until it is back error={}", why);
   store_.reset();
+  in_group_ = false;
+  statement_failures_ = 0;
+  statement_backoff_ = milliseconds{1000};
   suspects_.clear();  // the lanes are free now: their next owners produce these rows
   for (auto& [id, lane] : lanes_) {
     lane.owned = false;
@@ -326,7 +346,9 @@ void Relay::ClaimAndProduce() {
         if (status == RecordSink::ProduceStatus::kQueueFull) {
           queue_full = true;
         } else {
-          log_->warn("produce refused lane={} id={} error={}", claim.lane, row->id, error);
+          if (auto suffix = repeat_log_.Note("produce", now)) {
+            log_->warn("produce refused lane={} id={} error={}{}", claim.lane, row->id, error, *suffix);
+          }
           lane.resume_at = now + kRetryPause;
         }
         lane.reset_pending = true;
@@ -355,6 +377,7 @@ void Relay::HandleDeliveries(std::vector<Delivery> deliveries) {
     --b->pending;
     if (d.ok) {
       b->delivered.push_back(rec.id);
+      progress_at_ = clock_.Now();
     } else if (d.failure == DeliveryFailure::kPermanent) {
       ++refusals_;
       if (b->isolated) {
@@ -364,13 +387,17 @@ void Relay::HandleDeliveries(std::vector<Delivery> deliveries) {
         // record) and librdkafka fails every record in it with the batch's error: this
         // row may be innocent. It is produced again alone before anything else (Isolate).
         b->suspects.push_back(rec.id);
-        log_->warn("record in a refused record batch, will be tried alone lane={} id={} error={}", rec.lane, rec.id,
-                   d.error);
+        if (auto suffix = repeat_log_.Note("suspect", clock_.Now())) {
+          log_->warn("record in a refused record batch, will be tried alone lane={} id={} error={}{}", rec.lane,
+                     rec.id, d.error, *suffix);
+        }
       }
     } else {
       b->retry_needed = true;
       observer_.DeliveryFailed();
-      log_->warn("delivery failed, will retry lane={} id={} error={}", rec.lane, rec.id, d.error);
+      if (auto suffix = repeat_log_.Note("delivery", clock_.Now())) {
+        log_->warn("delivery failed, will retry lane={} id={} error={}{}", rec.lane, rec.id, d.error, *suffix);
+      }
     }
   }
 }
@@ -534,7 +561,7 @@ void Relay::ReleaseIdleLanes() {
 }
 
 bool Relay::CanClaimNow() const {
-  if (!store_ || draining_) return false;
+  if (!store_ || draining_ || standby_ || clock_.Now() < statement_retry_at_) return false;
   // At a cap: wait for acknowledgements, do not spin.
   if (!suspects_.empty()) return InFlightRecords() == 0 && clock_.Now() >= isolation_resume_;
   if (IsolatedInFlight()) return false;
@@ -554,6 +581,120 @@ bool Relay::CanClaimNow() const {
 
 void Relay::Stop() { stopping_ = true; }
 
+// One turn with the database: wake-ups, deletes and dead letters, lane ownership, claims.
+void Relay::DatabaseTurn(TimePoint now) {
+  try {
+    if (!in_group_ && !standby_) {
+      member_slot_ = store_->JoinGroup();
+      in_group_ = true;
+      log_->info("joined the relay group member_slot={}", member_slot_);
+    }
+    if (store_->TakeWakeups()) {
+      for (auto& [id, lane] : lanes_) lane.wake = true;
+    }
+    if (now >= next_poll_) {
+      for (auto& [id, lane] : lanes_) lane.wake = true;
+      next_poll_ = now + config_.poll_interval;
+    }
+    FlushToDatabase();
+    ReleaseIdleLanes();
+    if (standby_ && in_group_) {
+      // Every lane is released (EnterStandby emptied them): the other relays' fair share
+      // now counts without this one.
+      store_->LeaveGroup(member_slot_);
+      in_group_ = false;
+      observer_.OwnedLanes({});
+      log_->info("left the relay group until Kafka answers");
+    }
+    if (!draining_ && !standby_ && now >= next_rebalance_) {
+      Rebalance();
+      next_rebalance_ = now + config_.rebalance_interval;
+    }
+    if (!draining_ && !standby_) ClaimAndProduce();
+    if (statement_failures_ > 0) {
+      repeat_log_.Clear("statement");
+      log_->info("database statements succeed again after {} failures in a row", statement_failures_);
+      statement_failures_ = 0;
+      statement_backoff_ = milliseconds{1000};
+    }
+  } catch (const StoreError& e) {
+    if (e.connection_lost()) {
+      OnConnectionLost(e.what());
+      return;
+    }
+    // A statement failed on a live session (a privilege, a constraint, a bug): it will
+    // likely fail again. Back off (capped exponential with jitter), log repeats once
+    // per interval with their count, and say so in /readyz.
+    ++statement_failures_;
+    last_statement_error_ = e.what();
+    observer_.StatementFailed();
+    auto wait = Jitter(statement_backoff_);
+    statement_retry_at_ = now + wait;
+    statement_backoff_ = std::min(statement_backoff_ * 2, kMaxStatementBackoff);
+    if (auto suffix = repeat_log_.Note("statement", now)) {
+      log_->error("database statement failed, retrying in {}ms error={} sqlstate={}{}", wait.count(), e.what(),
+                  e.sqlstate(), *suffix);
+    }
+  }
+}
+
+void Relay::EnterStandby(TimePoint now) {
+  log_->error("Kafka acknowledged nothing for {}s while {} records wait: handing this relay's lanes to relays "
+              "that reach Kafka, asking again every {}ms",
+              std::chrono::duration_cast<std::chrono::seconds>(now - progress_at_).count(), InFlightRecords(),
+              kProbeInterval.count());
+  standby_ = true;
+  next_probe_ = now + kProbeInterval;
+  observer_.KafkaStalled(true);
+  // A new producer: every record the old one held fails (transient) and its rows stay in
+  // the table; some may still land later, only as duplicates of what the lanes' next
+  // owners publish from each lane's lowest id (docs/relay.md, "Kafka out of reach").
+  sink_.Reset();
+  HandleDeliveries(sink_.Poll());
+  CollectCompleted();
+  refusals_ = 0;
+  fatal_since_.reset();
+  suspects_.clear();
+  for (auto& [id, lane] : lanes_) {
+    if (lane.owned) lane.releasing = true;
+  }
+}
+
+void Relay::UpdateReadiness(TimePoint now) {
+  Readiness r;
+  auto seconds = [&](TimePoint since) {
+    return std::chrono::duration_cast<std::chrono::seconds>(now - since).count();
+  };
+  bool rows_wait = InFlightRecords() > 0 || !suspects_.empty();
+  for (const auto& [id, lane] : lanes_) {
+    if (lane.owned && (!lane.at_head || lane.reset_pending)) rows_wait = true;
+  }
+  if (!rows_wait && !standby_) progress_at_ = now;  // nothing known to wait: nothing to move
+  if (!store_) {
+    r.reason = "no PostgreSQL session: " + (last_connect_error_.empty() ? std::string("connecting") : last_connect_error_);
+  } else if (statement_failures_ >= kFailingStatements) {
+    r.reason = fmt::format("database statements failing ({} in a row), last error: {}", statement_failures_,
+                           last_statement_error_);
+  } else if (standby_) {
+    r.reason = "Kafka acknowledged nothing for --kafka-stall-timeout: lanes handed to other relays, waiting for "
+               "Kafka to answer";
+  } else if (auto fatal = sink_.FatalError()) {
+    r.reason = "fatal Kafka producer error: " + *fatal;
+  } else if (rows_wait && now - progress_at_ >= kNoProgressAfter) {
+    r.reason = fmt::format("rows of owned lanes are not moving: Kafka acknowledged nothing for {}s ({} records in "
+                           "flight)", seconds(progress_at_), InFlightRecords());
+  } else {
+    r.ready = true;
+  }
+  std::lock_guard lock{readiness_mu_};
+  readiness_ = std::move(r);
+}
+
+Relay::Readiness Relay::readiness() const {
+  std::lock_guard lock{readiness_mu_};
+  return readiness_;
+}
+
 milliseconds Relay::Step() {
   if (done_) return milliseconds{0};
   auto now = clock_.Now();
@@ -569,40 +710,26 @@ milliseconds Relay::Step() {
     ResetProducer(*fatal, /*give_up=*/now - *fatal_since_ >= kFatalGrace);
   }
 
-  if (!store_ && now >= next_connect_) Connect();
-  if (store_) {
-    try {
-      if (store_->TakeWakeups()) {
-        for (auto& [id, lane] : lanes_) lane.wake = true;
-      }
-      if (now >= next_poll_) {
-        for (auto& [id, lane] : lanes_) lane.wake = true;
-        next_poll_ = now + config_.poll_interval;
-      }
-      FlushToDatabase();
-      ReleaseIdleLanes();
-      if (!draining_ && now >= next_rebalance_) {
-        Rebalance();
-        next_rebalance_ = now + config_.rebalance_interval;
-      }
-      if (!draining_) ClaimAndProduce();
-    } catch (const StoreError& e) {
-      if (e.connection_lost()) {
-        OnConnectionLost(e.what());
-      } else {
-        // A statement failed on a live session (e.g. privileges): retry after a pause.
-        log_->error("database statement failed, retrying error={} sqlstate={}", e.what(), e.sqlstate());
-        next_connect_ = now + kRetryPause;
-        next_poll_ = now + kRetryPause;
-      }
+  // Kafka acknowledged nothing for --kafka-stall-timeout while records wait: another
+  // relay may reach it. Hand the lanes over; ask Kafka now and then; rejoin when it answers.
+  if (!standby_ && !draining_ && store_ && config_.kafka_stall_timeout > milliseconds::zero() &&
+      InFlightRecords() > 0 && now - progress_at_ >= config_.kafka_stall_timeout) {
+    EnterStandby(now);
+  }
+  if (standby_ && !draining_ && now >= next_probe_) {
+    next_probe_ = now + kProbeInterval;
+    if (sink_.Reachable()) {
+      standby_ = false;
+      progress_at_ = now;
+      next_rebalance_ = now;
+      observer_.KafkaStalled(false);
+      log_->info("Kafka answers again: competing for lanes");
     }
   }
 
-  bool stuck = false;
-  for (const auto& [id, lane] : lanes_) {
-    if (!lane.inflight.empty() && now - lane.inflight.front().claimed_at > kStuckAfter) stuck = true;
-  }
-  ready_.store(store_ != nullptr && !stuck);
+  if (!store_ && now >= next_connect_) Connect();
+  if (store_ && now >= statement_retry_at_) DatabaseTurn(now);
+  UpdateReadiness(now);
 
   if (draining_) {
     bool drained = InFlightRecords() == 0 && to_delete_.empty() && to_dead_letter_.empty();
@@ -637,11 +764,14 @@ milliseconds Relay::Step() {
   if (CanClaimNow()) return milliseconds{0};
   // Disconnected, only the next connection attempt matters: the poll and rebalance
   // timers lie in the past and would make this loop spin until then.
-  auto until = store_ ? std::min(next_poll_, next_rebalance_) : next_connect_;
+  auto until = store_ ? next_poll_ : next_connect_;
+  if (store_ && !standby_) until = std::min(until, next_rebalance_);  // no rebalancing while handed over
   for (const auto& [id, lane] : lanes_) {
     if (lane.owned && lane.resume_at > now) until = std::min(until, lane.resume_at);
   }
   if (store_ && !suspects_.empty() && isolation_resume_ > now) until = std::min(until, isolation_resume_);
+  if (store_ && statement_retry_at_ > now) until = std::max(until, statement_retry_at_);
+  if (standby_) until = std::min(until, next_probe_);
   if (sink_.FatalError() && next_reset_ > now) until = std::min(until, next_reset_);
   auto wait = std::chrono::duration_cast<milliseconds>(until - clock_.Now());
   return std::clamp(wait, milliseconds{0}, config_.poll_interval);

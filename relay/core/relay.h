@@ -7,6 +7,7 @@
 #include <map>
 #include <optional>
 #include <memory>
+#include <mutex>
 #include <random>
 #include <set>
 #include <string>
@@ -17,6 +18,7 @@
 #include "core/clock.h"
 #include "core/outbox_store.h"
 #include "core/record_sink.h"
+#include "core/repeat_log.h"
 #include "core/relay_observer.h"
 
 namespace spdlog { class logger; }
@@ -62,8 +64,17 @@ class Relay {
   // Returns exit_code().
   int Run(const std::atomic<bool>& stop, int stop_fd);
 
-  // True while the relay has its database session and Kafka acknowledges in time.
-  bool ready() const { return ready_.load(); }
+  // What /readyz answers: ready while the relay has its session, its statements succeed
+  // and the rows it knows of move (Kafka acknowledges them); else why not, for an operator.
+  struct Readiness {
+    bool ready = false;
+    std::string reason;  // when not ready; never holds a secret
+  };
+  Readiness readiness() const;  // thread-safe
+  bool ready() const { return readiness().ready; }
+  // True while the lanes are handed over because Kafka acknowledged nothing for
+  // --kafka-stall-timeout (the relay probes Kafka and rejoins when it answers).
+  bool kafka_stalled() const { return standby_; }
 
   // For checks (tests/sim): what the relay holds now.
   int InFlightRecords() const;
@@ -116,6 +127,9 @@ class Relay {
   void DropSuspects(int lane);
   bool IsolatedInFlight() const;
   void ResetProducer(const std::string& why, bool give_up);
+  void EnterStandby(TimePoint now);
+  void DatabaseTurn(TimePoint now);
+  void UpdateReadiness(TimePoint now);
   bool CanClaimNow() const;
   std::chrono::milliseconds Jitter(std::chrono::milliseconds d);
 
@@ -157,7 +171,20 @@ class Relay {
   TimePoint next_poll_{};
   TimePoint next_connect_{};
   std::chrono::milliseconds connect_backoff_{100};
-  std::atomic<bool> ready_{false};
+  std::string last_connect_error_;
+  bool in_group_ = false;      // holds its member lock (counted by the other relays)
+  // A statement failed on a live session: the database turns wait (capped exponential).
+  int statement_failures_ = 0;  // in a row
+  std::string last_statement_error_;
+  std::chrono::milliseconds statement_backoff_{1000};
+  TimePoint statement_retry_at_{};
+  // Progress: the last acknowledgement, or the last turn with nothing known to wait.
+  TimePoint progress_at_{};
+  bool standby_ = false;       // Kafka stalled: lanes and membership handed over
+  TimePoint next_probe_{};
+  RepeatLog repeat_log_;
+  mutable std::mutex readiness_mu_;
+  Readiness readiness_;        // Guarded by readiness_mu_.
 };
 
 }  // namespace outbox::relay

@@ -17,6 +17,9 @@ class RelayObserver {
   virtual void OwnedLanes(const std::vector<int>& /*lanes*/) {}  // the lanes this relay owns now
   virtual void InFlight(int /*records*/) {}
   virtual void BatchLatency(double /*seconds*/) {}   // claim -> every record reported
+  virtual void ConnectFailed() {}                    // an attempt to open the session failed
+  virtual void StatementFailed() {}                  // a statement failed on a live session
+  virtual void KafkaStalled(bool /*stalled*/) {}     // lanes handed over: Kafka acknowledged nothing
 };
 
 }  // namespace outbox::relay

@@ -147,6 +147,7 @@ void KafkaProducer::Create() {
 }
 
 void KafkaProducer::Reset() {
+  if (probe_.valid()) probe_.wait();
   main_queue_.reset();
   rk_.reset();  // purges and serves the failed reports into reports_ (HandleDeleter)
   Create();
@@ -188,6 +189,22 @@ std::vector<Delivery> KafkaProducer::Poll() {
   std::vector<Delivery> out;
   out.swap(reports_);
   return out;
+}
+
+bool KafkaProducer::Reachable() {
+  if (!probe_.valid()) {
+    rd_kafka_t* rk = rk_.get();
+    probe_ = std::async(std::launch::async, [rk] {
+      const rd_kafka_metadata_t* md = nullptr;
+      if (rd_kafka_metadata(rk, 0, nullptr, &md, 2000) != RD_KAFKA_RESP_ERR_NO_ERROR) return false;
+      bool brokers = md->broker_cnt > 0;
+      rd_kafka_metadata_destroy(md);
+      return brokers;
+    });
+    return false;
+  }
+  if (probe_.wait_for(std::chrono::seconds{0}) != std::future_status::ready) return false;
+  return probe_.get();  // the next call starts a new request
 }
 
 int KafkaProducer::InFlight() const { return rd_kafka_outq_len(rk_.get()); }

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <chrono>
+#include <future>
 #include <memory>
 #include <optional>
 #include <string>
@@ -42,6 +43,9 @@ class KafkaProducer final : public RecordSink {
   // A new librdkafka handle with the same settings; the old one's records are purged and
   // their reports kept for the next Poll.
   void Reset() override;
+  // Asks the cluster for metadata (one round trip, 2 s at most) on a background thread;
+  // true once such a request succeeded.
+  bool Reachable() override;
   // Records produced and not yet reported.
   int InFlight() const;
 
@@ -81,6 +85,7 @@ class KafkaProducer final : public RecordSink {
   Fd event_pipe_[2];
   std::unique_ptr<rd_kafka_s, HandleDeleter> rk_;          // destroyed before the pipe
   std::unique_ptr<rd_kafka_queue_s, QueueDeleter> main_queue_;  // released before the handle
+  std::future<bool> probe_;  // Reachable's request in flight; waited for before the handle goes
 };
 
 // The producer settings the relay starts from (--kafka-conf entries come after and win,

@@ -53,9 +53,11 @@ MetricsServer::MetricsServer(const std::string& host_port, std::shared_ptr<prome
   });
   server_->Get("/healthz", [](const httplib::Request&, httplib::Response& res) { res.set_content("ok\n", "text/plain"); });
   server_->Get("/readyz", [this](const httplib::Request&, httplib::Response& res) {
-    bool ready = Ready();
-    res.status = ready ? 200 : 503;
-    res.set_content(ready ? "ready\n" : "not ready\n", "text/plain");
+    auto state = Ready();
+    res.status = state.ready ? 200 : 503;
+    res.set_content(state.ready ? std::string("ready\n")
+                                : "not ready" + (state.reason.empty() ? "" : ": " + state.reason) + "\n",
+                    "text/plain");
   });
   server_->set_error_handler([](const httplib::Request&, httplib::Response& res) {
     if (res.status == 404) res.set_content("not found\n", "text/plain");
@@ -86,14 +88,15 @@ MetricsServer::~MetricsServer() {
   thread_.join();
 }
 
-void MetricsServer::SetReadyCheck(std::function<bool()> check) {
+void MetricsServer::SetReadyCheck(std::function<ReadyState()> check) {
   std::lock_guard lock{mu_};
   ready_check_ = std::move(check);
 }
 
-bool MetricsServer::Ready() {
+MetricsServer::ReadyState MetricsServer::Ready() {
   std::lock_guard lock{mu_};
-  return ready_check_ ? ready_check_() : ready_.load();
+  if (ready_check_) return ready_check_();
+  return {ready_.load(), ""};
 }
 
 }  // namespace outbox::relay

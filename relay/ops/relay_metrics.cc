@@ -15,6 +15,16 @@ RelayMetrics::RelayMetrics(prometheus::Registry& r)
                         .Help("Records Kafka refused for good, parked in outbox.dead_letters").Register(r).Add({})),
       db_reconnects(BuildCounter().Name("outbox_relay_db_reconnects_total")
                         .Help("PostgreSQL sessions re-established after a loss").Register(r).Add({})),
+      db_connect_failures(BuildCounter().Name("outbox_relay_db_connect_failures_total")
+                              .Help("Attempts to open the PostgreSQL session that failed").Register(r).Add({})),
+      statement_failures(BuildCounter().Name("outbox_relay_statement_failures_total")
+                             .Help("Statements that failed on a live PostgreSQL session (retried with backoff)")
+                             .Register(r).Add({})),
+      kafka_stalls(BuildCounter().Name("outbox_relay_kafka_stalls_total")
+                       .Help("Times the relay handed its lanes over because Kafka acknowledged nothing for "
+                             "--kafka-stall-timeout").Register(r).Add({})),
+      kafka_stalled(BuildGauge().Name("outbox_relay_kafka_stalled")
+                        .Help("1 while the lanes are handed over, waiting for Kafka to answer").Register(r).Add({})),
       owned_lanes(BuildGauge().Name("outbox_relay_owned_lanes").Help("Lanes owned by this relay").Register(r).Add({})),
       inflight(BuildGauge().Name("outbox_relay_inflight_messages")
                    .Help("Records produced and not yet acknowledged").Register(r).Add({})),

@@ -39,6 +39,10 @@ struct RelayMetrics {
   prometheus::Counter& failed;           // deliveries that failed and will be retried
   prometheus::Counter& dead_lettered;    // records parked in outbox.dead_letters
   prometheus::Counter& db_reconnects;    // PostgreSQL connections re-established
+  prometheus::Counter& db_connect_failures;  // session attempts that failed
+  prometheus::Counter& statement_failures;   // statements failed on a live session
+  prometheus::Counter& kafka_stalls;         // lanes handed over: Kafka acknowledged nothing
+  prometheus::Gauge& kafka_stalled;          // 1 while handed over
   prometheus::Gauge& owned_lanes;
   prometheus::Gauge& inflight;           // records produced, not yet acknowledged
   prometheus::Gauge& db_connected;       // 1 while the relay has its session

@@ -86,6 +86,10 @@ int PgOutboxStore::JoinGroup() {
   return std::stoi(PQgetvalue(r.get(), 0, 0));
 }
 
+void PgOutboxStore::LeaveGroup(int slot) {
+  conn_->Exec("SELECT pg_advisory_unlock($1, $2)", {std::to_string(kMemberLockClass), std::to_string(slot)});
+}
+
 int PgOutboxStore::LiveRelays() {
   auto r = conn_->Exec(
       "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 "

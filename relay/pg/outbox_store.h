@@ -21,6 +21,7 @@ class PgOutboxStore final : public OutboxStore {
 
   int LaneCount() override;
   int JoinGroup() override;
+  void LeaveGroup(int slot) override;
   int LiveRelays() override;
   std::vector<int> TryLockLanes(const std::vector<int>& lanes, int want) override;
   void UnlockLane(int lane) override;

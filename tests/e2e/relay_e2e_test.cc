@@ -583,5 +583,110 @@ TEST_F(RelayE2e, PerLaneGaugesComeFromTheLanesOwnerOnly) {
   ASSERT_TRUE(WaitDrained(60s)) << a->Stderr() << b->Stderr();
 }
 
+// A metric's value from /metrics (a sample without labels), or -1.
+double MetricValue(int port, const std::string& name) {
+  auto m = test::HttpGet(port, "/metrics");
+  std::regex line{"(^|\n)" + name + " ([0-9.e+-]+)"};
+  std::smatch match;
+  if (m.status != 200 || !std::regex_search(m.body, match, line)) return -1;
+  return std::stod(match[2]);
+}
+
+// The relay's log lines containing `text`.
+int LinesWith(const std::string& log, const std::string& text) {
+  int n = 0;
+  for (size_t at = log.find(text); at != std::string::npos; at = log.find(text, at + text.size())) ++n;
+  return n;
+}
+
+// Issue 14: an outage that heals is waited out with backoff, logged once per interval
+// with a count (not once per attempt), and /readyz says why the relay is not ready.
+TEST_F(RelayE2e, PostgresDownIsLoggedOncePerIntervalAndReadyzSaysWhy) {
+  auto relay = StartRelay({"--metrics-listen", "127.0.0.1:0"});
+  const int port = test::WaitForMetricsPort(*relay);
+  ASSERT_NE(port, 0) << relay->Stderr();
+  ASSERT_TRUE(test::WaitUntil([&] { return test::HttpGet(port, "/readyz").status == 200; }, 30s)) << relay->Stderr();
+  const size_t before = relay->Stderr().size();
+  test::SharedCluster().Down();
+  // Eight failed attempts take about 16 s with the backoff (0.1 s doubling to 5 s).
+  bool waited = test::WaitUntil([&] { return MetricValue(port, "outbox_relay_db_connect_failures_total") >= 8; }, 90s);
+  auto readyz = test::HttpGet(port, "/readyz");
+  std::string outage = relay->Stderr().substr(before);
+  test::SharedCluster().Up();
+  ASSERT_TRUE(waited) << outage;
+  EXPECT_EQ(readyz.status, 503);
+  EXPECT_THAT(readyz.body, HasSubstr("not ready: no PostgreSQL session"));
+  // One line when it started and at most one summary per 10 s: not one per attempt.
+  EXPECT_EQ(LinesWith(outage, "lost the PostgreSQL session"), 1) << outage;
+  EXPECT_LE(LinesWith(outage, "cannot use PostgreSQL"), 2) << outage;
+  EXPECT_LE(LinesWith(outage, "\n"), 8) << outage;
+  ASSERT_TRUE(test::WaitUntil([&] { return test::HttpGet(port, "/readyz").status == 200; }, 60s)) << relay->Stderr();
+  EXPECT_THAT(relay->Stderr().substr(before), HasSubstr("failed attempts)"));
+  Prefill(20, 4);
+  ASSERT_TRUE(WaitDrained(60s)) << relay->Stderr();
+}
+
+// Issue 14: a statement that fails on a live session (here: a privilege taken away) is
+// retried with capped exponential backoff, logged once per interval with a count,
+// counted in outbox_relay_statement_failures_total and named by /readyz. Nothing is lost.
+TEST_F(RelayE2e, AStatementThatKeepsFailingBacksOffAndReadyzSaysWhy) {
+  auto relay = StartRelay({"--metrics-listen", "127.0.0.1:0"});
+  const int port = test::WaitForMetricsPort(*relay);
+  ASSERT_NE(port, 0) << relay->Stderr();
+  ASSERT_TRUE(test::WaitUntil([&] { return test::HttpGet(port, "/readyz").status == 200; }, 30s)) << relay->Stderr();
+  Exec("REVOKE DELETE ON outbox.messages FROM outbox_relay");
+  const size_t before = relay->Stderr().size();
+  Prefill(50, 5);
+  test::HttpAnswer readyz;
+  bool waited = test::WaitUntil([&] {
+    readyz = test::HttpGet(port, "/readyz");
+    return MetricValue(port, "outbox_relay_statement_failures_total") >= 4 && readyz.status == 503;
+  }, 60s);
+  std::string failing = relay->Stderr().substr(before);
+  Exec("GRANT DELETE ON outbox.messages TO outbox_relay");
+  ASSERT_TRUE(waited) << failing;
+  EXPECT_THAT(readyz.body, HasSubstr("database statements failing"));
+  EXPECT_THAT(readyz.body, HasSubstr("permission denied"));
+  // Backoff 1, 2, 4 s...: four failures take about 7 s and at most two lines.
+  EXPECT_LE(LinesWith(failing, "database statement failed"), 2) << failing;
+  ASSERT_TRUE(WaitDrained(90s)) << relay->Stderr();
+  ASSERT_TRUE(test::WaitUntil([&] { return test::HttpGet(port, "/readyz").status == 200; }, 30s)) << relay->Stderr();
+  EXPECT_THAT(relay->Stderr(), HasSubstr("database statements succeed again"));
+  auto records = test::ReadTopic(kafka_.bootstrap(), topic_, 50, 60s, /*to_end=*/true);
+  std::set<std::string> ids;
+  for (const auto& r : records) ids.insert(r.headers.at("message_id"));
+  EXPECT_EQ(ids.size(), 50u);
+}
+
+// Issue 19: a relay whose Kafka acknowledges nothing for --kafka-stall-timeout while
+// records wait hands its lanes (and its place in the group) over, says so in /readyz
+// and its metrics, asks Kafka again and again, and takes the lanes back when it answers.
+// Every message arrives and each key's first copies arrive in order.
+TEST_F(RelayE2e, HandsItsLanesOverWhileKafkaAcknowledgesNothing) {
+  if (!kafka_.is_mock()) GTEST_SKIP() << "needs the mock cluster to stall Kafka";
+  auto relay = StartRelay({"--metrics-listen", "127.0.0.1:0", "--kafka-stall-timeout", "2s"});
+  const int port = test::WaitForMetricsPort(*relay);
+  ASSERT_NE(port, 0) << relay->Stderr();
+  ASSERT_TRUE(test::WaitUntil([&] { return MetricValue(port, "outbox_relay_owned_lanes") == 16; }, 30s))
+      << relay->Stderr();
+  kafka_.SetBrokerRtt(1, 120000);  // Kafka takes requests and answers nothing
+  Prefill(200, 8);
+  test::HttpAnswer readyz;
+  bool stalled = test::WaitUntil([&] {
+    readyz = test::HttpGet(port, "/readyz");
+    return MetricValue(port, "outbox_relay_kafka_stalled") == 1 && LaneOwners().empty() && readyz.status == 503;
+  }, 60s);
+  kafka_.SetBrokerRtt(1, 0);
+  ASSERT_TRUE(stalled) << relay->Stderr();
+  EXPECT_THAT(readyz.body, HasSubstr("Kafka acknowledged nothing"));
+  EXPECT_EQ(MetricValue(port, "outbox_relay_kafka_stalls_total"), 1);
+  ASSERT_TRUE(WaitDrained(120s)) << relay->Stderr();
+  EXPECT_THAT(relay->Stderr(), HasSubstr("Kafka answers again"));
+  EXPECT_EQ(MetricValue(port, "outbox_relay_kafka_stalled"), 0);
+  auto report = test::Analyze(test::ReadTopic(kafka_.bootstrap(), topic_, 200, 60s, /*to_end=*/true));
+  EXPECT_EQ(report.distinct, 200);
+  EXPECT_EQ(report.out_of_order_keys, 0) << report.first_problem;
+}
+
 }  // namespace
 }  // namespace outbox

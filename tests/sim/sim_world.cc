@@ -141,6 +141,7 @@ class SimSink final : public RecordSink {
   void Purge() override;
   std::optional<std::string> FatalError() const override { return fatal_; }
   void Reset() override;
+  bool Reachable() override;
 
   // Driven by the world.
   void SendReady();
@@ -234,6 +235,8 @@ class World {
   void Append(int partition, const Rec& r, int host);
   int partitions() const { return partitions_; }
   bool broker_up() const { return broker_up_; }
+  // Whether host h's producer reaches the broker (it may be cut off alone).
+  bool broker_up_for(int h) const { return broker_up_ && !kafka_cut_.count(h); }
   Ms Rtt() {
     if (Chance(slow_ack_p_)) return Ms(Uniform(500, 8000));
     return Ms(Uniform(1, 20));
@@ -363,6 +366,7 @@ class World {
   TimePoint heal_at_{};
   bool healed_ = false;
   bool broker_up_ = true;
+  std::set<int> kafka_cut_;  // hosts that reach PostgreSQL but not Kafka
   bool writers_paused_ = false;
 
   std::vector<std::unique_ptr<RelayHost>> hosts_;
@@ -407,6 +411,11 @@ class SimStore final : public OutboxStore {
       if (w_.TryLock(s_, kMemberLock, slot)) return slot;
     }
     throw StoreError("more than 4096 relays", "53000", false);
+  }
+  void LeaveGroup(int slot) override {
+    int f = Enter("leave");
+    w_.Unlock(s_, kMemberLock, slot);
+    Leave(f);
   }
   int LiveRelays() override {
     Enter("live_relays");
@@ -570,7 +579,7 @@ void SimSink::SendReady() {
         w_.WakeHost(host_);
       }
     }
-      if (!w_.broker_up() || fatal_) continue;
+    if (!w_.broker_up_for(host_) || fatal_) continue;
     auto& in = inflight_[p];
     while (!q.empty() && in.size() < 5) {  // max.in.flight.requests.per.connection=5
       Request req;
@@ -610,7 +619,7 @@ void SimSink::Respond(int p) {
   if (in.empty() || in.front().respond_at > w_.now()) return;  // a zombie's, or cancelled by a retry
   Request req = std::move(in.front());
   in.pop_front();
-  if (!w_.broker_up() || w_.Chance(w_.transient_p())) {
+  if (!w_.broker_up_for(host_) || w_.Chance(w_.transient_p())) {
     // Transient: the idempotent producer retries this request and every later one of the
     // partition, in order (they were refused as out of sequence). Nothing is reported,
     // unless a record ran out of message.timeout.ms.
@@ -675,6 +684,8 @@ void SimSink::Purge() {
     last_respond_[p] = w_.now();
   }
 }
+
+bool SimSink::Reachable() { return w_.broker_up_for(host_); }
 
 void SimSink::Reset() {
   // A new producer (new producer id): what the old one held is purged.
@@ -784,6 +795,10 @@ void World::Setup() {
   base_config_.poll_interval = Ms(200);
   base_config_.rebalance_interval = Ms(1000);
   base_config_.shutdown_timeout = Ms(3000);
+  // Kafka cut off from one relay (fault 9): it hands its lanes over after this long.
+  // Longer than the slowest acknowledgement of a healthy broker (World::Rtt: 8 s), as the
+  // default (30 s) is longer than a slow real one: after the faults heal none may fire.
+  base_config_.kafka_stall_timeout = Chance(0.2) ? Ms(0) : Ms(Uniform(8500, 20000));
   if (Chance(0.1)) {
     std::vector<std::pair<std::string, std::string>> weak[] = {
         {{"message.timeout.ms", "2000"}},
@@ -823,7 +838,8 @@ void World::Setup() {
     << " lanes=" << lane_count_ << " partitions=" << partitions_ << " batch_size=" << base_config_.batch_size
     << " max_inflight_batches=" << base_config_.max_inflight_batches << " max_lanes=" << base_config_.lanes
     << " cap=" << limits_.max_inflight_records << "/" << limits_.max_inflight_bytes << "B kafka_batch="
-    << kafka_batch_records_ << " topic_max_batch_bytes=" << topic_max_batch_bytes_ << " lane_change=" << lane_change_;
+    << kafka_batch_records_ << " topic_max_batch_bytes=" << topic_max_batch_bytes_ << " lane_change=" << lane_change_
+    << " kafka_stall_timeout=" << base_config_.kafka_stall_timeout.count() << "ms";
   for (const auto& [k, v] : kafka_conf_.user) s << " " << k << "=" << v;
   Trace("world " + s.str());
   summary_ = s.str();
@@ -1075,6 +1091,19 @@ void World::Fault() {
     case 8:
       RetryDeadLetter();
       break;
+    case 9: {  // one relay reaches PostgreSQL but not Kafka for a while (a partition)
+      int i = Uniform(0, 2);
+      if (kafka_cut_.count(i)) break;
+      kafka_cut_.insert(i);
+      Trace("h" + std::to_string(i) + " cut off from kafka");
+      At(now() + Ms(Uniform(500, 30000)), [this, i] {
+        if (!kafka_cut_.erase(i)) return;
+        Trace("h" + std::to_string(i) + " reaches kafka again");
+        auto& h = *hosts_[static_cast<size_t>(i)];
+        if (h.alive) h.sink->SendReady();
+      });
+      break;
+    }
     default:
       break;
   }
@@ -1126,6 +1155,16 @@ void World::Heal() {
   healed_ = true;
   Trace("faults heal: broker up, postgres up, no more faults");
   broker_up_ = true;
+  for (int i : kafka_cut_) {
+    auto& h = *hosts_[static_cast<size_t>(i)];
+    if (h.alive) {
+      At(now(), [this, i] {
+        auto& host = *hosts_[static_cast<size_t>(i)];
+        if (host.alive) host.sink->SendReady();
+      });
+    }
+  }
+  kafka_cut_.clear();
   db_up_ = true;
   writers_paused_ = false;
   // Enough relays that every lane can be owned (--lanes caps what one relay takes).

@@ -58,6 +58,16 @@ void PgCluster::Restart(const std::string& mode) {
   if (r.code != 0) throw std::runtime_error("restart failed: " + r.err);
 }
 
+void PgCluster::Down() {
+  auto r = RunProcess({Script(), "down", dir_});
+  if (r.code != 0) throw std::runtime_error("stopping the server failed: " + r.err);
+}
+
+void PgCluster::Up() {
+  auto r = RunProcess({Script(), "up", dir_});
+  if (r.code != 0) throw std::runtime_error("starting the server failed: " + r.err);
+}
+
 PgCluster& SharedCluster() {
   static PgCluster cluster;
   return cluster;

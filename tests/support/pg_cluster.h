@@ -24,6 +24,9 @@ class PgCluster {
   std::string ConninfoFor(const std::string& dbname, const std::string& user = "postgres") const;
   // Stops and starts the server on the same port (mode: fast or immediate).
   void Restart(const std::string& mode = "fast");
+  // Stops the server (keeping its data) until Up starts it again on the same port.
+  void Down();
+  void Up();
   const std::string& dir() const { return dir_; }
 
  private:

@@ -50,8 +50,10 @@ TEST(MetricsServer, PortZeroBindsAFreePortAndServesMetricsHealthAndReadiness) {
 TEST(MetricsServer, ReadyCheckIsAskedAtEachRequest) {
   MetricsServer server{"127.0.0.1:0", RegistryWithACounter()};
   std::atomic<bool> ready{false};
-  server.SetReadyCheck([&] { return ready.load(); });
-  EXPECT_EQ(test::HttpGet(server.port(), "/readyz").status, 503);
+  server.SetReadyCheck([&] { return MetricsServer::ReadyState{ready.load(), "Kafka is asleep"}; });
+  auto not_ready = test::HttpGet(server.port(), "/readyz");
+  EXPECT_EQ(not_ready.status, 503);
+  EXPECT_EQ(not_ready.body, "not ready: Kafka is asleep\n");
   ready = true;
   auto r = test::HttpGet(server.port(), "/readyz");
   EXPECT_EQ(r.status, 200);
