@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <functional>
 #include <memory>
 #include <stdexcept>
@@ -54,11 +55,16 @@ class OutboxStore {
     int lane;
     std::int64_t known_up_to;  // highest id of the lane the relay has in flight (0: none)
     int limit;                 // rows to read, counted from the lane's lowest id
+    // Rows with id > known_up_to stop once their key, payload and headers passed this
+    // many bytes (the row that passes it is still returned: always at least one).
+    std::int64_t max_bytes = std::numeric_limits<std::int64_t>::max();
+    bool cut = false;  // out: max_bytes stopped the lane's rows (more may follow)
   };
   // The lowest `limit` committed rows of each lane in id order (one round trip for all
-  // lanes). Rows with id <= known_up_to come without payload and headers: the caller
-  // already has them in flight, or they are late commits it fetches whole (Fetch).
-  virtual std::vector<OutboxRow> Claim(const std::vector<LaneClaim>& claims) = 0;
+  // lanes), cut at max_bytes. Rows with id <= known_up_to come without payload and
+  // headers: the caller already has them in flight, or they are late commits it fetches
+  // whole (Fetch).
+  virtual std::vector<OutboxRow> Claim(std::vector<LaneClaim>& claims) = 0;
   // Whole rows by id, in id order; ids no longer in the table are left out.
   virtual std::vector<OutboxRow> Fetch(const std::vector<std::int64_t>& ids) = 0;
   // Removes published rows.

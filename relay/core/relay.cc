@@ -261,6 +261,9 @@ void Relay::ClaimAndProduce() {
     claim_limit[id] = limit;
   }
   if (claims.empty()) return;
+  // Bytes: what the in-flight cap leaves, at most max_claim_bytes, shared by the lanes.
+  std::int64_t claim_bytes = std::min(limits_.max_inflight_bytes - InFlightBytes(), limits_.max_claim_bytes);
+  for (auto& c : claims) c.max_bytes = std::max<std::int64_t>(1, claim_bytes / static_cast<std::int64_t>(claims.size()));
 
   auto rows = store_->Claim(claims);
   log_->debug("claimed lanes={} rows={} in_flight={}", claims.size(), rows.size(), InFlightRecords());
@@ -312,7 +315,7 @@ void Relay::ClaimAndProduce() {
   for (const auto& claim : claims) {
     auto& lane = lanes_[claim.lane];
     const auto& fresh = to_produce[claim.lane];
-    lane.at_head = static_cast<int>(fresh.size()) < claim_limit[claim.lane];
+    lane.at_head = static_cast<int>(fresh.size()) < claim_limit[claim.lane] && !claim.cut;
     if (fresh.empty() || queue_full || bytes_full_) continue;
     Batch batch;
     batch.seq = next_batch_++;

@@ -30,6 +30,9 @@ namespace outbox::relay {
 struct RelayLimits {
   int max_inflight_records = 50000;
   std::int64_t max_inflight_bytes = 256ll << 20;  // key + payload + headers
+  // What one claim reads at most (split over the lanes it claims; each lane gets at least
+  // one row): bounds the claim's result in memory next to what is in flight.
+  std::int64_t max_claim_bytes = 32ll << 20;
 };
 
 // The relay loop (`outbox-relay run`) as a state machine. Per owned lane it claims rows

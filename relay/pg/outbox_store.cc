@@ -1,6 +1,7 @@
 #include "pg/outbox_store.h"
 
 #include <nlohmann/json.hpp>
+#include <set>
 
 namespace outbox::relay {
 
@@ -59,16 +60,28 @@ void PgOutboxStore::Open() {
   // the primary key in id order and filtering on lane (it rates the pkey's perfect heap
   // correlation above the lane index), which reads every lane's rows to find one lane's:
   // lane_count times the work per claim (see docs/performance.md).
+  // Each lane's new rows stop at the one whose running size (key + payload + headers,
+  // read from the TOAST headers: no payload is fetched for it) passes c.max_bytes, so a
+  // claim over rows of 10 MiB holds a few of them, not batch-size; the last column says
+  // the lane was cut there (claim again at once).
   conn_->Prepare("claim", R"sql(
     SELECT m.id, m.message_id, m.lane, m.topic, m.key,
            CASE WHEN m.id > c.known_up_to THEN m.payload END,
-           CASE WHEN m.id > c.known_up_to THEN m.headers::text ELSE '{}' END
-    FROM unnest($1::int[], $2::bigint[], $3::int[]) AS c(lane, known_up_to, lim)
+           CASE WHEN m.id > c.known_up_to THEN m.headers::text ELSE '{}' END,
+           m.upto >= c.max_bytes
+    FROM unnest($1::int[], $2::bigint[], $3::int[], $4::bigint[]) AS c(lane, known_up_to, lim, max_bytes)
     CROSS JOIN LATERAL (
-      SELECT id, message_id, lane, topic, key, payload, headers FROM outbox.messages
-      WHERE lane = c.lane AND (lane, id) > (c.lane, 0)
-      ORDER BY id LIMIT c.lim
-    ) AS m)sql");
+      SELECT w.*, sum(w.bytes) OVER (ORDER BY w.id) AS upto FROM (
+        SELECT id, message_id, lane, topic, key, payload, headers,
+               CASE WHEN id > c.known_up_to
+                    THEN coalesce(octet_length(key), 0) + coalesce(octet_length(payload), 0) + pg_column_size(headers)
+                    ELSE 0 END AS bytes
+        FROM outbox.messages
+        WHERE lane = c.lane AND (lane, id) > (c.lane, 0)
+        ORDER BY id LIMIT c.lim
+      ) AS w
+    ) AS m
+    WHERE m.upto - m.bytes < c.max_bytes)sql");
   conn_->Prepare("fetch", R"sql(
     SELECT id, message_id, lane, topic, key, payload, headers::text
     FROM outbox.messages WHERE id = ANY($1::bigint[]) ORDER BY id)sql");
@@ -113,18 +126,25 @@ void PgOutboxStore::UnlockLane(int lane) {
   conn_->Exec("SELECT pg_advisory_unlock($1, $2)", {std::to_string(kLaneLockClass), std::to_string(lane)});
 }
 
-std::vector<OutboxRow> PgOutboxStore::Claim(const std::vector<LaneClaim>& claims) {
+std::vector<OutboxRow> PgOutboxStore::Claim(std::vector<LaneClaim>& claims) {
   std::vector<int> lanes, limits;
-  std::vector<std::int64_t> after;
+  std::vector<std::int64_t> after, max_bytes;
   for (const auto& c : claims) {
     lanes.push_back(c.lane);
     after.push_back(c.known_up_to);
     limits.push_back(c.limit);
+    max_bytes.push_back(c.max_bytes);
   }
   auto r = conn_->ExecPrepared("claim",
                                {ArrayLiteral(lanes.begin(), lanes.end()), ArrayLiteral(after.begin(), after.end()),
-                                ArrayLiteral(limits.begin(), limits.end())},
+                                ArrayLiteral(limits.begin(), limits.end()),
+                                ArrayLiteral(max_bytes.begin(), max_bytes.end())},
                                /*binary_results=*/true);
+  std::set<int> cut;
+  for (int i = 0; i < PQntuples(r.get()); ++i) {
+    if (ReadBool(r.get(), i, 7)) cut.insert(ReadInt4(r.get(), i, 2));
+  }
+  for (auto& c : claims) c.cut = cut.count(c.lane) > 0;
   return DecodeRows(r.get());
 }
 

@@ -25,7 +25,7 @@ class PgOutboxStore final : public OutboxStore {
   int LiveRelays() override;
   std::vector<int> TryLockLanes(const std::vector<int>& lanes, int want) override;
   void UnlockLane(int lane) override;
-  std::vector<OutboxRow> Claim(const std::vector<LaneClaim>& claims) override;
+  std::vector<OutboxRow> Claim(std::vector<LaneClaim>& claims) override;
   std::vector<OutboxRow> Fetch(const std::vector<std::int64_t>& ids) override;
   void Delete(const std::vector<std::int64_t>& ids) override;
   void DeadLetter(std::int64_t id, const std::string& error) override;

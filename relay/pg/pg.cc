@@ -102,6 +102,8 @@ std::int32_t ReadInt4(const PGresult* r, int row, int col) {
   return static_cast<std::int32_t>(ntohl(v));
 }
 
+bool ReadBool(const PGresult* r, int row, int col) { return PQgetvalue(r, row, col)[0] != 0; }
+
 std::string ReadUuid(const PGresult* r, int row, int col) {
   static constexpr char kHex[] = "0123456789abcdef";
   const auto* b = reinterpret_cast<const unsigned char*>(PQgetvalue(r, row, col));

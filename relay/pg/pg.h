@@ -72,6 +72,7 @@ std::unique_ptr<PgConnection> OpenCliConnection(const std::string& conninfo);
 // Helpers for binary result values.
 std::int64_t ReadInt8(const PGresult* r, int row, int col);
 std::int32_t ReadInt4(const PGresult* r, int row, int col);
+bool ReadBool(const PGresult* r, int row, int col);
 std::string ReadUuid(const PGresult* r, int row, int col);  // 16 bytes -> canonical text
 std::optional<std::string> ReadBytes(const PGresult* r, int row, int col);  // NULL -> nullopt
 

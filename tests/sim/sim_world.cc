@@ -234,6 +234,7 @@ class World {
   void WakeHost(int h);
   void Append(int partition, const Rec& r, int host);
   int partitions() const { return partitions_; }
+  std::int64_t claim_cap() const { return limits_.max_claim_bytes; }
   bool broker_up() const { return broker_up_; }
   // Whether host h's producer reaches the broker (it may be cut off alone).
   bool broker_up_for(int h) const { return broker_up_ && !kafka_cut_.count(h); }
@@ -441,11 +442,19 @@ class SimStore final : public OutboxStore {
     w_.Unlock(s_, kLaneLock, lane);
     Leave(f);
   }
-  std::vector<OutboxRow> Claim(const std::vector<LaneClaim>& claims) override {
+  std::vector<OutboxRow> Claim(std::vector<LaneClaim>& claims) override {
     Enter("claim");
+    // Memory: one claim asks for at most the claim cap (each lane at least one row).
+    std::int64_t asked = 0;
+    for (const auto& c : claims) asked += c.max_bytes;
+    if (asked > std::max<std::int64_t>(w_.claim_cap(), static_cast<std::int64_t>(claims.size()))) {
+      throw Violation("memory: a claim asked for " + std::to_string(asked) + " bytes, claim cap " +
+                      std::to_string(w_.claim_cap()));
+    }
     std::vector<OutboxRow> out;
-    for (const auto& c : claims) {
+    for (auto& c : claims) {
       int n = 0;
+      std::int64_t bytes = 0;
       for (const auto& [id, r] : w_.rows_) {
         if (n >= c.limit) break;
         if (!r.committed || r.lane != c.lane) continue;
@@ -453,6 +462,10 @@ class SimStore final : public OutboxStore {
         if (id <= c.known_up_to) {
           row.payload.reset();
           row.headers.clear();
+        } else {
+          if (bytes >= c.max_bytes) break;  // the row before passed max_bytes
+          bytes += w_.RowBytes(row);
+          c.cut = bytes >= c.max_bytes;
         }
         out.push_back(std::move(row));
         ++n;
@@ -789,6 +802,7 @@ void World::Setup() {
   kafka_batch_records_ = Uniform(1, 12);
   limits_.max_inflight_records = Chance(0.5) ? 30 : 200;
   limits_.max_inflight_bytes = Chance(0.5) ? 3000 : 1 << 20;
+  limits_.max_claim_bytes = Chance(0.5) ? 1000 : 32 << 20;
   base_config_.batch_size = std::vector<int>{1, 2, 5, 10, 40, 250}[static_cast<size_t>(Uniform(0, 5))];
   base_config_.max_inflight_batches = Uniform(1, 4);
   base_config_.lanes = Chance(0.8) ? 0 : Uniform(2, 3);
@@ -837,7 +851,8 @@ void World::Setup() {
   s << "seed=" << opt_.seed << " relays=" << relays << " writers=" << writers_ << "x" << rows_per_writer_
     << " lanes=" << lane_count_ << " partitions=" << partitions_ << " batch_size=" << base_config_.batch_size
     << " max_inflight_batches=" << base_config_.max_inflight_batches << " max_lanes=" << base_config_.lanes
-    << " cap=" << limits_.max_inflight_records << "/" << limits_.max_inflight_bytes << "B kafka_batch="
+    << " cap=" << limits_.max_inflight_records << "/" << limits_.max_inflight_bytes << "B claim_cap="
+    << limits_.max_claim_bytes << "B kafka_batch="
     << kafka_batch_records_ << " topic_max_batch_bytes=" << topic_max_batch_bytes_ << " lane_change=" << lane_change_
     << " kafka_stall_timeout=" << base_config_.kafka_stall_timeout.count() << "ms";
   for (const auto& [k, v] : kafka_conf_.user) s << " " << k << "=" << v;
