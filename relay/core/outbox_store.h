@@ -55,10 +55,11 @@ class OutboxStore {
     int lane;
     std::int64_t known_up_to;  // highest id of the lane the relay has in flight (0: none)
     int limit;                 // rows to read, counted from the lane's lowest id
-    // Rows with id > known_up_to stop once their key, payload and headers passed this
-    // many bytes (the row that passes it is still returned: always at least one).
+    // Rows with id > known_up_to are returned while their key, payload and headers fit
+    // in this many bytes together; with take_one the first of them comes even if larger.
     std::int64_t max_bytes = std::numeric_limits<std::int64_t>::max();
-    bool cut = false;  // out: max_bytes stopped the lane's rows (more may follow)
+    bool take_one = false;
+    bool cut = false;  // out: max_bytes stopped the lane's rows (more follow)
   };
   // The lowest `limit` committed rows of each lane in id order (one round trip for all
   // lanes), cut at max_bytes. Rows with id <= known_up_to come without payload and

@@ -262,8 +262,11 @@ void Relay::ClaimAndProduce() {
   }
   if (claims.empty()) return;
   // Bytes: what the in-flight cap leaves, at most max_claim_bytes, shared by the lanes.
+  // The first lane gets at least one row, however large, so large rows move one claim at
+  // a time; a lane cut before its first row comes first next turn.
   std::int64_t claim_bytes = std::min(limits_.max_inflight_bytes - InFlightBytes(), limits_.max_claim_bytes);
-  for (auto& c : claims) c.max_bytes = std::max<std::int64_t>(1, claim_bytes / static_cast<std::int64_t>(claims.size()));
+  for (auto& c : claims) c.max_bytes = std::max<std::int64_t>(0, claim_bytes / static_cast<std::int64_t>(claims.size()));
+  claims.front().take_one = true;
 
   auto rows = store_->Claim(claims);
   log_->debug("claimed lanes={} rows={} in_flight={}", claims.size(), rows.size(), InFlightRecords());
@@ -289,6 +292,12 @@ void Relay::ClaimAndProduce() {
         late_ids.push_back(row->id);
         list.push_back(row);
       }
+    }
+  }
+  for (const auto& claim : claims) {
+    if (claim.cut && to_produce[claim.lane].empty()) {
+      next_lane_ = claim.lane;
+      break;
     }
   }
   std::vector<OutboxRow> late_rows;

@@ -60,28 +60,32 @@ void PgOutboxStore::Open() {
   // the primary key in id order and filtering on lane (it rates the pkey's perfect heap
   // correlation above the lane index), which reads every lane's rows to find one lane's:
   // lane_count times the work per claim (see docs/performance.md).
-  // Each lane's new rows stop at the one whose running size (key + payload + headers,
-  // read from the TOAST headers: no payload is fetched for it) passes c.max_bytes, so a
-  // claim over rows of 10 MiB holds a few of them, not batch-size; the last column says
-  // the lane was cut there (claim again at once).
+  // Each lane's new rows come while their running size (key + payload + headers, read
+  // from the values' headers: no payload is fetched for it) fits in c.max_bytes (with
+  // c.take_one the first comes anyway), so a claim over rows of 10 MiB holds one or a
+  // few, not batch-size of them. The first row that does not fit comes without payload,
+  // flagged in the last column: the store drops it and marks the lane cut.
   conn_->Prepare("claim", R"sql(
     SELECT m.id, m.message_id, m.lane, m.topic, m.key,
-           CASE WHEN m.id > c.known_up_to THEN m.payload END,
-           CASE WHEN m.id > c.known_up_to THEN m.headers::text ELSE '{}' END,
-           m.upto >= c.max_bytes
-    FROM unnest($1::int[], $2::bigint[], $3::int[], $4::bigint[]) AS c(lane, known_up_to, lim, max_bytes)
+           CASE WHEN m.id > c.known_up_to AND m.fits THEN m.payload END,
+           CASE WHEN m.id > c.known_up_to AND m.fits THEN m.headers::text ELSE '{}' END,
+           NOT m.fits
+    FROM unnest($1::int[], $2::bigint[], $3::int[], $4::bigint[], $5::bool[])
+           AS c(lane, known_up_to, lim, max_bytes, take_one)
     CROSS JOIN LATERAL (
-      SELECT w.*, sum(w.bytes) OVER (ORDER BY w.id) AS upto FROM (
-        SELECT id, message_id, lane, topic, key, payload, headers,
-               CASE WHEN id > c.known_up_to
-                    THEN coalesce(octet_length(key), 0) + coalesce(octet_length(payload), 0) + pg_column_size(headers)
-                    ELSE 0 END AS bytes
-        FROM outbox.messages
-        WHERE lane = c.lane AND (lane, id) > (c.lane, 0)
-        ORDER BY id LIMIT c.lim
-      ) AS w
-    ) AS m
-    WHERE m.upto - m.bytes < c.max_bytes)sql");
+      SELECT s.*, s.upto <= c.max_bytes OR (c.take_one AND s.upto = s.bytes) AS fits FROM (
+        SELECT w.*, sum(w.bytes) OVER (ORDER BY w.id) AS upto FROM (
+          SELECT id, message_id, lane, topic, key, payload, headers,
+                 CASE WHEN id > c.known_up_to
+                      THEN coalesce(octet_length(key), 0) + coalesce(octet_length(payload), 0) + pg_column_size(headers)
+                      ELSE 0 END AS bytes
+          FROM outbox.messages
+          WHERE lane = c.lane AND (lane, id) > (c.lane, 0)
+          ORDER BY id LIMIT c.lim
+        ) AS w
+      ) AS s
+      WHERE s.upto - s.bytes <= c.max_bytes OR s.upto = s.bytes
+    ) AS m)sql");
   conn_->Prepare("fetch", R"sql(
     SELECT id, message_id, lane, topic, key, payload, headers::text
     FROM outbox.messages WHERE id = ANY($1::bigint[]) ORDER BY id)sql");
@@ -129,23 +133,32 @@ void PgOutboxStore::UnlockLane(int lane) {
 std::vector<OutboxRow> PgOutboxStore::Claim(std::vector<LaneClaim>& claims) {
   std::vector<int> lanes, limits;
   std::vector<std::int64_t> after, max_bytes;
+  std::string take_one = "{";
   for (const auto& c : claims) {
     lanes.push_back(c.lane);
     after.push_back(c.known_up_to);
     limits.push_back(c.limit);
     max_bytes.push_back(c.max_bytes);
+    take_one += std::string(take_one.size() > 1 ? "," : "") + (c.take_one ? "t" : "f");
   }
   auto r = conn_->ExecPrepared("claim",
                                {ArrayLiteral(lanes.begin(), lanes.end()), ArrayLiteral(after.begin(), after.end()),
                                 ArrayLiteral(limits.begin(), limits.end()),
-                                ArrayLiteral(max_bytes.begin(), max_bytes.end())},
+                                ArrayLiteral(max_bytes.begin(), max_bytes.end()), take_one + "}"},
                                /*binary_results=*/true);
+  auto rows = DecodeRows(r.get());
   std::set<int> cut;
+  std::vector<OutboxRow> claimed;
+  claimed.reserve(rows.size());
   for (int i = 0; i < PQntuples(r.get()); ++i) {
-    if (ReadBool(r.get(), i, 7)) cut.insert(ReadInt4(r.get(), i, 2));
+    if (ReadBool(r.get(), i, 7)) {
+      cut.insert(rows[static_cast<size_t>(i)].lane);  // the first row that did not fit
+    } else {
+      claimed.push_back(std::move(rows[static_cast<size_t>(i)]));
+    }
   }
   for (auto& c : claims) c.cut = cut.count(c.lane) > 0;
-  return DecodeRows(r.get());
+  return claimed;
 }
 
 std::vector<OutboxRow> PgOutboxStore::Fetch(const std::vector<std::int64_t>& ids) {

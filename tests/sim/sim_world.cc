@@ -444,10 +444,14 @@ class SimStore final : public OutboxStore {
   }
   std::vector<OutboxRow> Claim(std::vector<LaneClaim>& claims) override {
     Enter("claim");
-    // Memory: one claim asks for at most the claim cap (each lane at least one row).
+    // Memory: one claim asks for at most the claim cap (and one row beyond it).
     std::int64_t asked = 0;
-    for (const auto& c : claims) asked += c.max_bytes;
-    if (asked > std::max<std::int64_t>(w_.claim_cap(), static_cast<std::int64_t>(claims.size()))) {
+    int take_one = 0;
+    for (const auto& c : claims) {
+      asked += c.max_bytes;
+      take_one += c.take_one ? 1 : 0;
+    }
+    if (asked > w_.claim_cap() || take_one > 1) {
       throw Violation("memory: a claim asked for " + std::to_string(asked) + " bytes, claim cap " +
                       std::to_string(w_.claim_cap()));
     }
@@ -463,9 +467,12 @@ class SimStore final : public OutboxStore {
           row.payload.reset();
           row.headers.clear();
         } else {
-          if (bytes >= c.max_bytes) break;  // the row before passed max_bytes
-          bytes += w_.RowBytes(row);
-          c.cut = bytes >= c.max_bytes;
+          std::int64_t b = w_.RowBytes(row);
+          if (bytes + b > c.max_bytes && !(c.take_one && bytes == 0)) {
+            c.cut = true;  // does not fit: the rest of the lane next time
+            break;
+          }
+          bytes += b;
         }
         out.push_back(std::move(row));
         ++n;
