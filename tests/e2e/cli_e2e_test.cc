@@ -2,6 +2,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <pqxx/pqxx>
 
 #include "pg_cluster.h"
@@ -92,6 +93,64 @@ TEST(CliE2e, WhatWaitingCannotHealEndsTheCommandAtStartWithTheFix) {
   auto g = RunProcess({RelayBinary(), "run", "--db", ghost, "--brokers", "127.0.0.1:9"});
   EXPECT_EQ(g.code, 2) << g.err;
   EXPECT_THAT(g.err, HasSubstr("the login in --db does not exist"));
+}
+
+// Issue 14: the one-shot operator commands end the same way as `run` (one logic,
+// pg/startup_check.cc): exit 2 and one line naming the fix. A server that cannot be
+// reached is exit 1 for them (nothing to wait for in a one-shot command: try again later).
+TEST(CliE2e, OperatorCommandsEndWithTheFixWhenWaitingCannotHeal) {
+  const std::vector<std::vector<std::string>> commands = {{"status"}, {"dead-letters", "list"}, {"prepared", "list"}};
+  auto run = [](const std::vector<std::string>& command, const std::string& conninfo) {
+    std::vector<std::string> argv = {RelayBinary()};
+    argv.insert(argv.end(), command.begin(), command.end());
+    argv.insert(argv.end(), {"--db", conninfo});
+    return RunProcess(argv);
+  };
+  auto expect_fix = [&](const std::string& conninfo, const std::string& fix) {
+    for (const auto& command : commands) {
+      auto r = run(command, conninfo);
+      EXPECT_EQ(r.code, 2) << command[0] << ": " << r.err;
+      EXPECT_THAT(r.err, HasSubstr(fix)) << command[0];
+      EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << command[0] << ": " << r.err;
+      EXPECT_EQ(r.out, "") << command[0];
+    }
+  };
+  auto db = test::FreshDatabase();
+  const std::string dbname = pqxx::connection{db}.dbname();
+  expect_fix(db, "the database has no outbox schema: run `outbox-relay migrate --db ...` as the schema owner");
+
+  // Migrated by an older binary (the migrations before 0006).
+  test::TempDir old_schema;
+  for (const auto& f : std::filesystem::directory_iterator(test::SourceDir() + "/schema")) {
+    if (f.path().filename().string() < "0006") {
+      std::filesystem::copy_file(f.path(), old_schema.path() + "/" + f.path().filename().string());
+    }
+  }
+  auto old = RunProcess({RelayBinary(), "migrate", "--db", db, "--schema-dir", old_schema.path()});
+  ASSERT_EQ(old.code, 0) << old.err;
+  expect_fix(db, "the outbox schema is older than this outbox-relay: run `outbox-relay migrate --db ...`");
+
+  ASSERT_EQ(RunProcess({RelayBinary(), "migrate", "--db", db}).code, 0);
+  // A producer login has none of what the operator commands read and call.
+  const auto producer = test::As(test::Login::kProducer, db);
+  expect_fix(producer, "GRANT outbox_relay TO " + test::LoginName(test::Login::kProducer));
+  auto dl = run({"dead-letters", "list"}, producer);
+  EXPECT_THAT(dl.err, HasSubstr("lacks SELECT on outbox.dead_letters"));
+  // A login that does not exist.
+  expect_fix(test::SharedCluster().ConninfoFor(dbname, "no_such_login"), "the login in --db does not exist");
+
+  // The documented role passes the check and gets its answer.
+  const auto relay = test::As(test::Login::kRelay, db);
+  for (const auto& command : commands) {
+    auto r = run(command, relay);
+    EXPECT_EQ(r.code, 0) << command[0] << ": " << r.err;
+  }
+  // Unreachable: exit 1, not 2.
+  for (const auto& command : commands) {
+    auto r = run(command, "host=127.0.0.1 port=1 dbname=x user=y connect_timeout=5");
+    EXPECT_EQ(r.code, 1) << command[0] << ": " << r.err;
+    EXPECT_THAT(r.err, HasSubstr("cannot connect to PostgreSQL")) << command[0];
+  }
 }
 
 }  // namespace
