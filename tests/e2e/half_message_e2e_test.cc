@@ -14,6 +14,7 @@
 #include <pqxx/pqxx>
 #include <regex>
 #include <set>
+#include <sstream>
 
 #include "http_server.h"
 #include "kafka_cluster.h"
@@ -340,6 +341,57 @@ TEST_F(HalfMessageE2e, CheckBackSurvivesAPostgresRestart) {
   EXPECT_THAT(relay->Stderr(), HasSubstr("check-back lost its PostgreSQL session"));
   auto records = ReadAllWithSentinel(2);
   EXPECT_EQ(records.size(), 3u);
+}
+
+// The times of the relay's log lines that contain `text` ("2026-11-30 12:00:00.123 ...").
+std::vector<std::chrono::system_clock::time_point> LogTimes(const std::string& log, const std::string& text) {
+  std::vector<std::chrono::system_clock::time_point> times;
+  std::istringstream lines{log};
+  for (std::string line; std::getline(lines, line);) {
+    if (line.find(text) == std::string::npos) continue;
+    std::tm tm{};
+    const char* rest = strptime(line.c_str(), "%Y-%m-%d %H:%M:%S", &tm);
+    if (!rest || *rest != '.') continue;
+    auto t = std::chrono::system_clock::from_time_t(timegm(&tm)) + std::chrono::milliseconds(std::atoi(rest + 1));
+    times.push_back(t);
+  }
+  return times;
+}
+
+// Issue 14: a check-back statement that keeps failing (here a privilege taken back while
+// the relay runs) is retried after growing pauses — capped exponential backoff with
+// jitter — not every second; once it works again, check-back goes on.
+TEST_F(HalfMessageE2e, CheckBackBacksOffWhileAStatementKeepsFailing) {
+  test::HttpServer endpoint{Answer(kCommitted)};
+  auto relay = StartRelay();
+  ASSERT_TRUE(test::WaitUntil([&] { return relay->Stderr().find("check-back started") != std::string::npos; }, 30s))
+      << relay->Stderr();
+  const std::string claim = "FUNCTION outbox.claim_prepared_checks(integer, interval, interval)";
+  {
+    pqxx::connection c{db_};
+    pqxx::nontransaction(c).exec("REVOKE EXECUTE ON " + claim + " FROM outbox_relay");
+  }
+  const std::string failed = "check-back statement failed";
+  ASSERT_TRUE(test::WaitUntil([&] { return LogTimes(relay->Stderr(), failed).size() >= 4; }, 60s))
+      << relay->Stderr();
+  auto times = LogTimes(relay->Stderr(), failed);
+  auto gap = [&](size_t i) {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(times[i + 1] - times[i]);
+  };
+  // Pauses of 0.5, 1 and 2 s less up to a fifth of jitter; a fixed one-second pause
+  // would give three gaps of about 1 s.
+  EXPECT_GE(gap(0), 350ms);
+  EXPECT_GE(gap(2), 1500ms) << relay->Stderr();
+  EXPECT_GT(gap(2), gap(0)) << relay->Stderr();
+  EXPECT_THAT(relay->Stderr(), HasSubstr("permission denied for function claim_prepared_checks"));
+  EXPECT_THAT(relay->Stderr(), HasSubstr("retrying in"));
+
+  {
+    pqxx::connection c{db_};
+    pqxx::nontransaction(c).exec("GRANT EXECUTE ON " + claim + " TO outbox_relay");
+  }
+  Prepare("g1", endpoint.Url("/check"));
+  ASSERT_TRUE(WaitState("g1", "committed")) << relay->Stderr();
 }
 
 }  // namespace
