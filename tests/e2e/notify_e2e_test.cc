@@ -30,10 +30,13 @@ class NotifyCommand : public ::testing::Test {
     db_ = test::FreshDatabase();
     auto r = test::RunProcess({RelayBinary(), "migrate", "--db", db_});
     ASSERT_EQ(r.code, 0) << r.err;
+    relay_db_ = test::As(test::Login::kRelay, db_);
+    consumer_db_ = test::As(test::Login::kConsumer, db_);
   }
 
+  // Scheduled by a consumer service, as deployed.
   std::int64_t Notify(const std::string& url, const std::string& schedule = "{200 ms, 400 ms}") {
-    pqxx::connection c{db_};
+    pqxx::connection c{consumer_db_};
     pqxx::work tx{c};
     auto id = tx.exec_params1("SELECT inbox.notify($1, 'hello'::bytea, '{\"X-Kind\": \"paid\"}', $2::interval[])",
                               url, schedule)[0]
@@ -49,8 +52,12 @@ class NotifyCommand : public ::testing::Test {
     return f.is_null() ? "NULL" : f.as<std::string>();
   }
 
+  // As the consumer that scheduled it sees it.
   std::string State(std::int64_t id) {
-    return Scalar("SELECT state FROM inbox.notification_status(" + std::to_string(id) + ")");
+    pqxx::connection c{consumer_db_};
+    pqxx::work tx{c};
+    auto r = tx.exec("SELECT state FROM inbox.notification_status(" + std::to_string(id) + ")");
+    return r.empty() ? "none" : r[0][0].as<std::string>();
   }
 
   // `outbox-relay notify` with short timings; `options` override the defaults.
@@ -58,7 +65,7 @@ class NotifyCommand : public ::testing::Test {
     std::map<std::string, std::string> all = {
         {"--poll-interval", "20ms"}, {"--request-timeout", "3s"}, {"--lease", "4s"}};
     for (auto& [k, v] : options) all[k] = v;
-    std::vector<std::string> argv = {RelayBinary(), "notify", "--db", test::As(test::Login::kRelay, db_), "--egress-allow", "127.0.0.1"};
+    std::vector<std::string> argv = {RelayBinary(), "notify", "--db", relay_db_, "--egress-allow", "127.0.0.1"};
     for (auto& [k, v] : all) {
       argv.push_back(k);
       argv.push_back(v);
@@ -66,7 +73,9 @@ class NotifyCommand : public ::testing::Test {
     return std::make_unique<test::Process>(argv);
   }
 
-  std::string db_;
+  std::string db_;           // the owner's: migrations and the test's own checks
+  std::string relay_db_;     // the notify worker
+  std::string consumer_db_;  // the service that schedules notifications
 };
 
 
@@ -173,7 +182,7 @@ TEST_F(NotifyCommand, ExhaustedNotificationsAreLoggedAndCountedInMetrics) {
 }
 
 TEST_F(NotifyCommand, BadOptionsExitTwoListingEveryProblem) {
-  auto r = test::RunProcess({RelayBinary(), "notify", "--db", db_, "--request-timeout", "10s", "--lease", "5s",
+  auto r = test::RunProcess({RelayBinary(), "notify", "--db", relay_db_, "--request-timeout", "10s", "--lease", "5s",
                              "--max-per-host", "9", "--max-in-flight", "4", "--poll-interval", "soon"});
   EXPECT_EQ(r.code, 2);
   EXPECT_THAT(r.err, HasSubstr("--lease (5000ms) must be at least --request-timeout + 1s"));
