@@ -60,8 +60,10 @@ class NotifyCommand : public ::testing::Test {
     return r.empty() ? "none" : r[0][0].as<std::string>();
   }
 
-  // `outbox-relay notify` with short timings; `options` override the defaults.
-  std::unique_ptr<test::Process> StartWorker(std::map<std::string, std::string> options = {}) {
+  // `outbox-relay notify` with short timings; `options` override the defaults, `flags`
+  // (such as --store-replies) are added.
+  std::unique_ptr<test::Process> StartWorker(std::map<std::string, std::string> options = {},
+                                             const std::vector<std::string>& flags = {}) {
     std::map<std::string, std::string> all = {
         {"--poll-interval", "20ms"}, {"--request-timeout", "3s"}, {"--lease", "4s"}};
     for (auto& [k, v] : options) all[k] = v;
@@ -70,6 +72,7 @@ class NotifyCommand : public ::testing::Test {
       argv.push_back(k);
       argv.push_back(v);
     }
+    argv.insert(argv.end(), flags.begin(), flags.end());
     return std::make_unique<test::Process>(argv);
   }
 
@@ -188,6 +191,40 @@ TEST_F(NotifyCommand, BadOptionsExitTwoListingEveryProblem) {
   EXPECT_THAT(r.err, HasSubstr("--lease (5000ms) must be at least --request-timeout + 1s"));
   EXPECT_THAT(r.err, HasSubstr("--max-per-host (9) must not exceed --max-in-flight (4)"));
   EXPECT_THAT(r.err, HasSubstr("--poll-interval: expected a duration"));
+}
+
+// Issue 13: a receiver's reply may carry data this database should not keep (and, with a
+// notification URL pointing inside the network, would make the worker a reader of it):
+// it is read and dropped unless the operator turns storing on (--store-replies).
+TEST_F(NotifyCommand, RepliesAreStoredOnlyWhenTheOperatorTurnsItOn) {
+  test::HttpServer receiver{
+      [](const test::RecordedRequest&) { return test::Reply{200, "account 4711 balance 99", false}; }};
+  // What inbox.notification_status shows the consumer (last_response), and what the
+  // attempts table holds (response).
+  auto response_of = [&](std::int64_t id) {
+    pqxx::connection c{consumer_db_};
+    pqxx::work tx{c};
+    auto last = tx.exec1("SELECT coalesce(last_response, 'NULL') FROM inbox.notification_status(" +
+                         std::to_string(id) + ")")[0]
+                    .as<std::string>();
+    return last + " / " +
+           Scalar("SELECT string_agg(coalesce(response, 'NULL'), ',') FROM inbox.notification_attempts "
+                  "WHERE notification_id = " + std::to_string(id));
+  };
+  auto by_default = Notify(receiver.Url("/hook"));
+  {
+    auto worker = StartWorker();
+    ASSERT_TRUE(test::WaitUntil([&] { return State(by_default) == "delivered"; }, 20s)) << worker->Stderr();
+    worker->Signal(SIGTERM);
+    EXPECT_EQ(worker->Wait(20s), 0);
+  }
+  EXPECT_EQ(response_of(by_default), "NULL / NULL");
+
+  auto stored = Notify(receiver.Url("/hook"));
+  auto worker = StartWorker({}, {"--store-replies"});
+  ASSERT_TRUE(test::WaitUntil([&] { return State(stored) == "delivered"; }, 20s)) << worker->Stderr();
+  EXPECT_EQ(response_of(stored), "account 4711 balance 99 / account 4711 balance 99");
+  EXPECT_THAT(worker->Stderr(), Not(HasSubstr("4711"))) << "replies never go to the log";
 }
 
 // What waiting cannot heal ends the command at start with the fix: exit 2 (issue 14).
