@@ -378,14 +378,5 @@ TEST_F(TransferReconcile, AMessageStillInTheOutboxIsNotDrained) {
   EXPECT_THAT(r.out, HasSubstr("DISCREPANCY kind=missing_credit transfer_id="));
 }
 
-// Every example program answers --help (usage on stdout, exit 0) (issue 14).
-TEST(ExamplePrograms, EveryProgramAnswersHelp) {
-  for (const char* program : {TRANSFER_BANK_A, TRANSFER_BANK_B, TRANSFER_RECONCILE, OUTBOX_HALF_MESSAGE_EXAMPLE}) {
-    auto r = test::RunProcess({program, "--help"});
-    EXPECT_EQ(r.code, 0) << program << ": " << r.err;
-    EXPECT_THAT(r.out, ::testing::HasSubstr("usage")) << program;
-  }
-}
-
 }  // namespace
 }  // namespace outbox
