@@ -10,9 +10,23 @@ namespace {
 
 bool Contains(const std::string& text, const char* part) { return text.find(part) != std::string::npos; }
 
+// libpq's message on one line ("...failed: FATAL: ... \npassword retrieved from file ...").
+std::string OneLine(std::string what) {
+  for (char& c : what) {
+    if (c == '\n' || c == '\t') c = ' ';
+  }
+  while (!what.empty() && what.back() == ' ') what.pop_back();
+  return what;
+}
+
 // A connection failure that the same attempt later will meet again. libpq reports no
 // SQLSTATE for a failed connection, so the server's message decides.
-std::string PermanentConnectProblem(const std::string& what) {
+std::string PermanentConnectProblem(const std::string& raw) {
+  const std::string what = OneLine(raw);
+  if (Contains(what, "no password supplied")) {
+    return "PostgreSQL asks this login for a password and none was given: put it in libpq's password file "
+           "(~/.pgpass, PGPASSFILE or passfile=... in --db; mode 0600): " + what;
+  }
   if (Contains(what, "password authentication failed") || Contains(what, "authentication failed")) {
     return "PostgreSQL refused the login (authentication failed): check the user and password in --db, "
            "~/.pgpass or PGPASSFILE: " + what;

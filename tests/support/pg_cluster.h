@@ -24,6 +24,10 @@ class PgCluster {
   std::string ConninfoFor(const std::string& dbname, const std::string& user = "postgres") const;
   // Stops and starts the server on the same port (mode: fast or immediate).
   void Restart(const std::string& mode = "fast");
+  // From now on `user` (a login with a password) must authenticate with its password
+  // (scram-sha-256), on the socket and on TCP; every other login stays trust. Returns once
+  // the server applies it (a password-less connection of `user` is refused).
+  void RequirePasswordFor(const std::string& user);
   const std::string& dir() const { return dir_; }
 
  private:
