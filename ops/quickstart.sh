@@ -83,12 +83,17 @@ say "4/7 migrate and open the accounts"
 "$RELAY" migrate --db "$DB_A" >"$WORK/migrate.log" 2>&1 || { cat "$WORK/migrate.log" >&2; fail "migrate bank_a"; }
 "$RELAY" migrate --db "$DB_B" >"$WORK/migrate.log" 2>&1 || { cat "$WORK/migrate.log" >&2; fail "migrate bank_b"; }
 echo "migrated: bank_a has the outbox (outbox.publish), bank_b the inbox (dedup for its consumers)"
-# The relay runs as the documented relay login, never as the owner (docs/security.md).
-psql "$PG" -q -v ON_ERROR_STOP=1 -c "CREATE ROLE quickstart_relay LOGIN IN ROLE outbox_relay" >/dev/null
+# Everything runs as the documented logins, never as the owner (docs/security.md): the
+# owner only migrates and creates the banks' tables with their GRANTs (setup).
+psql "$PG" -q -v ON_ERROR_STOP=1 -c "CREATE ROLE quickstart_relay LOGIN IN ROLE outbox_relay" \
+  -c "CREATE ROLE quickstart_bank_a LOGIN IN ROLE outbox_producer" \
+  -c "CREATE ROLE quickstart_bank_b LOGIN IN ROLE outbox_consumer" >/dev/null
 DB_A_RELAY=${DB_A/user=postgres/user=quickstart_relay}
-echo "relay login: quickstart_relay (granted outbox_relay)"
-"$BANK_A" setup --db "$DB_A" --accounts 50 --opening 1000000
-"$BANK_B" setup --db "$DB_B" --accounts 50 --opening 0
+DB_A_APP=${DB_A/user=postgres/user=quickstart_bank_a}
+DB_B_APP=${DB_B/user=postgres/user=quickstart_bank_b}
+echo "logins: quickstart_relay (outbox_relay), quickstart_bank_a (outbox_producer), quickstart_bank_b (outbox_consumer)"
+"$BANK_A" setup --db "$DB_A" --accounts 50 --opening 1000000 --grant-to quickstart_bank_a
+"$BANK_B" setup --db "$DB_B" --accounts 50 --opening 0 --grant-to quickstart_bank_b
 
 start_relay() {  # start_relay LOGNAME
   "$RELAY" run --db "$DB_A_RELAY" --brokers "$BROKERS" --poll-interval 50ms --rebalance-interval 200ms \
@@ -96,7 +101,7 @@ start_relay() {  # start_relay LOGNAME
   RELAY_PID=$!
 }
 start_consumer() {  # start_consumer N
-  "$BANK_B" run --db "$DB_B" --brokers "$BROKERS" --group bank-b --topic transfers \
+  "$BANK_B" run --db "$DB_B_APP" --brokers "$BROKERS" --group bank-b --topic transfers \
     --kafka-consumer session.timeout.ms=6000 --kafka-consumer heartbeat.interval.ms=500 \
     --kafka-consumer fetch.wait.max.ms=10 >"$WORK/consumer-$1.out" 2>"$WORK/consumer-$1.log" &
   CONSUMER_PIDS+=($!)
@@ -105,13 +110,14 @@ start_consumer() {  # start_consumer N
 say "5/7 $TRANSFERS transfers from 8 threads; kill -9 of the relay on the way"
 start_relay relay
 start_consumer 1   # one group member: several would rebalance while the demo runs
-"$BANK_A" run --db "$DB_A" --transfers "$TRANSFERS" --concurrency 8 --rate "$RATE" --to-accounts 50 \
+"$BANK_A" run --db "$DB_A_APP" --transfers "$TRANSFERS" --concurrency 8 --rate "$RATE" --to-accounts 50 \
   >"$WORK/driver.out" 2>"$WORK/driver.log" &
 DRIVER_PID=$!
 
 progress() {  # sets COMMITTED PUBLISHED CONSUMED LAG
   local line
-  line=$("$RECONCILE" progress --bank-a "$DB_A" --bank-b "$DB_B" 2>/dev/null) || return 0
+  line=$("$RECONCILE" progress --bank-a "$DB_A_APP" --bank-b "$DB_B_APP" --outbox-db "$DB_A_RELAY" 2>/dev/null) ||
+    return 0
   eval "$(echo "$line" | sed -E 's/([a-z]+)=([0-9]+)/\U\1\E=\2;/g')"
 }
 COMMITTED=0 PUBLISHED=0 CONSUMED=0 LAG=0
@@ -176,7 +182,8 @@ echo "stopped."
 
 say "7/7 reconcile (对账)"
 set +e
-"$RECONCILE" check --bank-a "$DB_A" --bank-b "$DB_B" --wait 10s >"$WORK/reconcile.out" 2>&1
+"$RECONCILE" check --bank-a "$DB_A_APP" --bank-b "$DB_B_APP" --outbox-db "$DB_A_RELAY" --wait 10s \
+  >"$WORK/reconcile.out" 2>&1
 RC=$?
 set -e
 field() { grep -o "$1=[0-9]*" "$WORK/driver.out" | cut -d= -f2; }

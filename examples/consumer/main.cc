@@ -6,6 +6,9 @@
 // The database must have the outbox schema (`outbox-relay migrate --db ...`). Each record
 // becomes one row of example_orders, in the same transaction as its inbox row; a record
 // whose payload is "reject" is refused as permanent and ends up in orders.dlq.
+// Run it as a consumer login (granted outbox_consumer): the schema owner creates
+// example_orders and grants SELECT, INSERT on it; the program creates the table itself
+// only when it is missing (which needs CREATE on the schema).
 #include <outbox/consumer.h>
 #include <signal.h>
 

@@ -2,8 +2,12 @@
 // account and announces the transfer to bank B through outbox-relay.
 //
 //   transfer-bank-a setup --db CONNINFO [--accounts 50] [--opening 1000000] [--half]
+//       [--grant-to LOGIN]...
 //       Creates schema bank_a and its accounts (A-0001 ...), each opened with --opening
-//       cents. --half also creates the half-message barrier table (variant 2).
+//       cents. --half also creates the half-message barrier table (variant 2). Run it as
+//       the database owner; --grant-to gives bank A's service login what `run` and
+//       `serve` need (the login needs no CREATE; in variant 1 it is also granted
+//       outbox_producer, for outbox.publish).
 //
 //   transfer-bank-a run --db CONNINFO --transfers N [--concurrency 8] [--rate 0]
 //       [--to-accounts 50] [--max-amount 10000] [--abort-percent 3] [--topic transfers]
@@ -24,7 +28,7 @@
 //   transfer-bank-a serve --db CONNINFO --listen HOST:PORT
 //     Variant 2's check-back endpoint (cpp-httplib): GET /check?gid=G answers from
 //     outbox::AnswerCheckBack ({"status":"committed"|"rolled_back"|"pending"}). Port 0 picks a free port; prints
-//     "listening on HOST:PORT". Serves until killed.
+//     "listening on HOST:PORT". Serves until killed. Needs the barrier table (setup --half).
 //
 // Exit codes: 0 ok, 1 runtime failure, 2 bad usage.
 #include <httplib.h>
@@ -78,6 +82,14 @@ int Setup(Flags& flags) {
       "ON CONFLICT (id) DO NOTHING",
       accounts, opening);
   if (flags.Has("half")) outbox::EnsureBarrierTable(tx);
+  // Bank A's service login: debits, records transfers, writes and reads barrier rows.
+  for (const auto& login : flags.All("grant-to")) {
+    const auto who = tx.quote_name(login);
+    tx.exec("GRANT USAGE ON SCHEMA bank_a TO " + who);
+    tx.exec("GRANT SELECT, UPDATE ON bank_a.accounts TO " + who);
+    tx.exec("GRANT SELECT, INSERT ON bank_a.transfers TO " + who);
+    if (flags.Has("half")) tx.exec("GRANT SELECT, INSERT ON outbox_barrier TO " + who);
+  }
   tx.commit();
   std::cout << "bank A ready: accounts=" << accounts << " opening=" << opening << "\n";
   return 0;
@@ -373,10 +385,12 @@ int Serve(Flags& flags) {
   }
   if (port < 0 || port > 65535) throw UsageError("--listen: expected HOST:PORT with a port from 0 to 65535");
   {
+    // The barrier table comes from `setup --half` (the service login cannot create tables).
     pqxx::connection conn{db};
     pqxx::work tx{conn};
-    outbox::EnsureBarrierTable(tx);
-    tx.commit();
+    if (tx.exec1("SELECT to_regclass('outbox_barrier') IS NULL")[0].as<bool>()) {
+      throw std::runtime_error("bank A has no barrier table outbox_barrier: run `transfer-bank-a setup --half` first");
+    }
   }
   httplib::Server server;
   // One request per connection, on more threads than the relay sends checks at once
@@ -403,7 +417,8 @@ int main(int argc, char** argv) {
   const std::string cmd = argc > 1 ? argv[1] : "";
   try {
     if (cmd == "setup") {
-      Flags f{argc, argv, 2, {{"db", true}, {"accounts", true}, {"opening", true}, {"half", false}}};
+      Flags f{argc, argv, 2,
+              {{"db", true}, {"accounts", true}, {"opening", true}, {"half", false}, {"grant-to", true}}};
       return transfer::Setup(f);
     }
     if (cmd == "run") {

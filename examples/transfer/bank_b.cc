@@ -1,9 +1,11 @@
 // transfer-bank-b: bank B of the money-transfer example (docs/transfer.md). Credits the
 // transfers bank A published, each exactly once, with outbox::Consumer.
 //
-//   transfer-bank-b setup --db CONNINFO [--accounts 50] [--opening 0]
+//   transfer-bank-b setup --db CONNINFO [--accounts 50] [--opening 0] [--grant-to LOGIN]...
 //       Creates schema bank_b and its accounts (B-0001 ...). The database also needs the
-//       inbox schema: `outbox-relay migrate --db CONNINFO`.
+//       inbox schema: `outbox-relay migrate --db CONNINFO`. Run it as the database owner;
+//       --grant-to gives bank B's consumer login (granted outbox_consumer) what `run`
+//       needs.
 //
 //   transfer-bank-b run --db CONNINFO --brokers HOST:PORT[,...] [--group bank-b]
 //       [--topic transfers] [--kafka KEY=VALUE]... [--kafka-consumer KEY=VALUE]...
@@ -52,6 +54,14 @@ int Setup(Flags& flags) {
       "SELECT 'B-' || lpad(n::text, 4, '0'), $2, $2 FROM generate_series(1, $1) AS n "
       "ON CONFLICT (id) DO NOTHING",
       accounts, opening);
+  // Bank B's consumer login: credits accounts and records each credit.
+  for (const auto& login : flags.All("grant-to")) {
+    const auto who = tx.quote_name(login);
+    tx.exec("GRANT USAGE ON SCHEMA bank_b TO " + who);
+    tx.exec("GRANT SELECT, UPDATE ON bank_b.accounts TO " + who);
+    tx.exec("GRANT SELECT, INSERT ON bank_b.credits TO " + who);
+    tx.exec("GRANT USAGE ON SEQUENCE bank_b.credits_id_seq TO " + who);
+  }
   tx.commit();
   std::cout << "bank B ready: accounts=" << accounts << " opening=" << opening << "\n";
   return 0;
@@ -127,7 +137,7 @@ int main(int argc, char** argv) {
   const std::string cmd = argc > 1 ? argv[1] : "";
   try {
     if (cmd == "setup") {
-      Flags f{argc, argv, 2, {{"db", true}, {"accounts", true}, {"opening", true}}};
+      Flags f{argc, argv, 2, {{"db", true}, {"accounts", true}, {"opening", true}, {"grant-to", true}}};
       return transfer::Setup(f);
     }
     if (cmd == "run") {

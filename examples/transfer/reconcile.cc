@@ -19,6 +19,10 @@
 //     unless they stay missing. The last line is "reconciled: transfers=N ..." or
 //     "reconciliation FAILED: ...".
 //     Exit codes: 0 reconciled, 1 discrepancies, 2 bad usage or a database unreachable.
+//     Least privilege: --bank-a may be bank A's service login, --bank-b bank B's
+//     consumer login (a member of --group: a login sees only its own groups' inbox
+//     rows), --outbox-db a login granted outbox_relay (the queue, dead letters and half
+//     messages are readable by that role, not by producers).
 //
 //   transfer-reconcile progress --bank-a CONNINFO --bank-b CONNINFO [--outbox-db CONNINFO]
 //       [--topic transfers]

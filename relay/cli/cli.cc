@@ -296,6 +296,9 @@ const std::vector<CommandSpec>& Commands() {
                           "run retention this often"),
                  Text("egress-allow", &NotifyConfig::egress_allow, "LIST",
                       "hosts and CIDRs notifications may call besides public addresses", "none", CheckEgress),
+                 Flag("store-replies", &NotifyConfig::store_replies,
+                      "store the start of each receiver's answer (512 bytes; inbox.notification_status shows it as "
+                      "last_response); off by default: replies are read and dropped"),
              },
              false, Finish<NotifyConfig>{FinishNotify}),
       Define("dev-kafka", Command::kDevKafka, "outbox-relay dev-kafka [--broker-count N] [--brokers-file PATH]",

@@ -7,11 +7,13 @@
 
 #include "common/errors.h"
 #include "pg/pg.h"
+#include "pg/startup_check.h"
 
 namespace outbox::relay {
 
 int RunDeadLetters(const DeadLettersConfig& config, std::ostream& out, std::ostream& err) {
-  auto conn = OpenCliConnection(config.db);
+  // What waiting cannot heal (schema, login, privileges) ends here, exit 2.
+  auto conn = OpenCheckedSession(config.db, StartupRole::kDeadLetterOperator);
   int code = kExitOk;
   try {
     if (config.action == DeadLetterAction::kList) {

@@ -8,6 +8,7 @@
 
 #include "common/errors.h"
 #include "pg/pg.h"
+#include "pg/startup_check.h"
 
 namespace outbox::relay {
 namespace {
@@ -67,12 +68,8 @@ void List(PgConnection& conn, bool json, std::ostream& out) {
 }  // namespace
 
 int RunPrepared(const PreparedConfig& config, std::ostream& out, std::ostream& err) {
-  std::unique_ptr<PgConnection> conn;
-  try {
-    conn = std::make_unique<PgConnection>(config.db, "outbox-relay-cli");
-  } catch (const PgError& e) {
-    throw RuntimeError(std::string("cannot connect to PostgreSQL: ") + e.what());
-  }
+  // What waiting cannot heal (schema, login, privileges) ends here, exit 2.
+  auto conn = OpenCheckedSession(config.db, StartupRole::kPreparedOperator);
   int code = kExitOk;
   try {
     if (config.action == PreparedAction::kList) {
@@ -109,8 +106,7 @@ int RunPrepared(const PreparedConfig& config, std::ostream& out, std::ostream& e
     }
     out << done_word << " " << done << " half message(s)\n";
   } catch (const PgError& e) {
-    throw RuntimeError(std::string("prepared: ") + e.what() +
-                       (e.sqlstate() == "42P01" || e.sqlstate() == "42883" ? " (run outbox-relay migrate first)" : ""));
+    throw RuntimeError(std::string("prepared: ") + e.what());
   }
   return code;
 }

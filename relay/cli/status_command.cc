@@ -8,6 +8,7 @@
 #include "common/errors.h"
 #include "pg/outbox_queries.h"
 #include "pg/pg.h"
+#include "pg/startup_check.h"
 
 namespace outbox::relay {
 namespace {
@@ -24,7 +25,8 @@ nlohmann::json StateCounts(PgConnection& c, const std::string& table, const std:
 }  // namespace
 
 int RunStatus(const StatusConfig& config, std::ostream& out) {
-  auto conn = OpenCliConnection(config.db);
+  // What waiting cannot heal (schema, login, privileges) ends here, exit 2.
+  auto conn = OpenCheckedSession(config.db, StartupRole::kStatusReader);
   nlohmann::json s;
   try {
     auto lanes = PendingPerLane(*conn);
@@ -46,8 +48,7 @@ int RunStatus(const StatusConfig& config, std::ostream& out) {
     s["prepared"] = StateCounts(*conn, "outbox.prepared", "state");
     s["notifications"] = StateCounts(*conn, "inbox.notifications", "state");
   } catch (const PgError& e) {
-    throw RuntimeError(std::string("status: ") + e.what() +
-                       (e.sqlstate() == "42P01" ? " (run outbox-relay migrate first)" : ""));
+    throw RuntimeError(std::string("status: ") + e.what());
   }
   if (config.json) {
     out << s.dump(2) << "\n";

@@ -73,6 +73,9 @@ struct NotifyConfig {
   std::chrono::milliseconds retention_interval{600000};         // how often to purge
   // Hosts and CIDRs notifications may reach besides public addresses (docs/security.md).
   std::string egress_allow;
+  // Keep the start of each receiver's answer (notification_status's last_response); off
+  // by default (docs/security.md).
+  bool store_replies = false;
 };
 
 struct DevKafkaConfig {

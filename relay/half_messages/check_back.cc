@@ -24,13 +24,22 @@ constexpr int kPurgeBatch = 10000;
 constexpr int kPurgeBatchesPerRound = 20;
 constexpr milliseconds kPurgeInterval{10 * 60 * 1000};
 constexpr milliseconds kFirstPurgeAfter{10 * 1000};
-// After a failed statement (not a lost connection), wait this long before the next one.
-constexpr milliseconds kStatementErrorPause{1000};
+// After a failed statement (not a lost connection): the first pause, and the longest.
+constexpr milliseconds kStatementErrorFirstPause{500};
+constexpr milliseconds kStatementErrorMaxPause{30000};
 // When the database lacks the half-message schema, look again this often.
 constexpr milliseconds kSchemaMissingPause{60000};
 // How far the next check moves at random around --check-interval, so checks that
 // failed together (an endpoint outage, a relay restart) do not come back together.
 constexpr double kRetrySpread = 0.2;
+
+RetryPolicy StatementErrorPolicy() {
+  RetryPolicy p;
+  p.initial_delay = kStatementErrorFirstPause;
+  p.max_delay = kStatementErrorMaxPause;
+  p.jitter = 0.2;
+  return p;
+}
 
 std::string Interval(milliseconds d) { return std::to_string(d.count()) + " milliseconds"; }
 
@@ -119,7 +128,8 @@ CheckBack::CheckBack(const RunConfig& config, std::shared_ptr<spdlog::logger> lo
       // second relay could check the same half message while the first still waits.
       lease_(config.check_timeout * 2 + milliseconds{1000}),
       egress_(EgressPolicy::Parse(config.egress_allow)),
-      http_(std::make_unique<internal::HttpMulti>()) {
+      http_(std::make_unique<internal::HttpMulti>()),
+      statement_backoff_(StatementErrorPolicy()) {
   thread_ = std::thread([this] { Loop(); });
 }
 
@@ -165,9 +175,12 @@ void CheckBack::OnDbError(const std::exception& e, bool connection_lost, const s
                e.what());
     db_resume_at_ = Clock::now() + kSchemaMissingPause;
   } else {
-    log_->error("check-back statement failed error={}", e.what());
-    // Pause claiming a little: a broken statement must not spin.
-    db_resume_at_ = Clock::now() + kStatementErrorPause;
+    // A statement that keeps failing (a revoked privilege, a broken function) waits
+    // longer each time: no hot loop, a log line per pause.
+    auto pause = statement_backoff_.Failed();
+    db_resume_at_ = Clock::now() + pause;
+    log_->error("check-back statement failed, retrying in {}ms failures={} error={}", pause.count(),
+                statement_backoff_.failures(), e.what());
   }
 }
 
@@ -186,20 +199,25 @@ void CheckBack::Loop() {
     try {
       if (!conn_ && now >= db_resume_at_) Connect();
       if (conn_ && now >= db_resume_at_) {
+        bool worked = false;  // some statement ran this round, and none failed
         int free = slots - static_cast<int>(in_flight_.size());
         if (now >= next_claim && free > 0) {
           int got = Claim(free);
+          worked = true;
           // A full claim means more may be due: claim again as soon as a slot frees.
           next_claim = got == free ? now : now + poll;
         }
         if (conn_ && now >= next_stats) {
           RefreshGauge();
+          worked = true;
           next_stats = now + config_.stats_interval;
         }
         if (conn_ && now >= next_purge) {
           Purge();
+          worked = true;
           next_purge = now + kPurgeInterval;
         }
+        if (worked) statement_backoff_.Succeeded();
       }
     } catch (const PgError& e) {
       OnDbError(e, e.connection_lost(), e.sqlstate());

@@ -56,7 +56,8 @@ std::string CheckRequestUrl(const std::string& check_url, const std::string& gid
 // sends at most config.check_concurrency GETs at once, and records each answer with
 // outbox.record_prepared_check: committed -> published, rolled_back -> discarded,
 // anything else -> checked again after check_interval (with jitter) and parked after
-// check_max such checks. Reconnects with backoff when PostgreSQL goes away. Also keeps
+// check_max such checks. Reconnects with backoff when PostgreSQL goes away, and backs off
+// (capped exponential, with jitter) while a statement keeps failing. Also keeps
 // the outbox_relay_prepared gauge fresh and purges old committed/rolled-back tombstones.
 // Logs show gid and host:port, never the check URL (it may carry a token).
 class CheckBack {
@@ -103,6 +104,9 @@ class CheckBack {
   std::map<std::uint64_t, InFlight> in_flight_;
   std::uint64_t next_tag_ = 1;
   ReconnectBackoff backoff_;  // PostgreSQL reconnects: 100 ms doubling to 5 s
+  // After a failed statement (the session still up): 500 ms doubling to 30 s, with
+  // jitter, so a statement that keeps failing neither spins nor floods the log.
+  ReconnectBackoff statement_backoff_;
   // No database work before this: reconnect backoff, or a pause after a failed statement.
   Clock::time_point db_resume_at_{};
   std::mt19937_64 rng_{std::random_device{}()};

@@ -126,12 +126,4 @@ std::string TextValue(const PgResult& r, int row, int col) {
   return PQgetisnull(r.get(), row, col) ? std::string() : std::string(PQgetvalue(r.get(), row, col));
 }
 
-std::unique_ptr<PgConnection> OpenCliConnection(const std::string& conninfo) {
-  try {
-    return std::make_unique<PgConnection>(conninfo, "outbox-relay-cli");
-  } catch (const PgError& e) {
-    throw RuntimeError(std::string("cannot connect to PostgreSQL: ") + e.what());
-  }
-}
-
 }  // namespace outbox::relay

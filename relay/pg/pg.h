@@ -65,10 +65,6 @@ class PgConnection {
 // A text-format value; NULL reads as "".
 std::string TextValue(const PgResult& r, int row, int col);
 
-// Opens a session for an operator command (status, dead-letters, prepared); a server
-// that cannot be reached is a RuntimeError (exit 1).
-std::unique_ptr<PgConnection> OpenCliConnection(const std::string& conninfo);
-
 // Helpers for binary result values.
 std::int64_t ReadInt8(const PGresult* r, int row, int col);
 std::int32_t ReadInt4(const PGresult* r, int row, int col);

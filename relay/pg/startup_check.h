@@ -4,20 +4,35 @@
 // retry for ever — against a database that was never migrated, with a login that does
 // not exist or cannot authenticate, or that lacks the role the command needs — ends at
 // once with one line naming the fix (ConfigError: exit 2, which systemd does not restart
-// in a loop). An unreachable server is not such a problem: the command starts and
-// retries with backoff, as outages heal.
+// in a loop). An unreachable server is not such a problem: the daemons (`run`, `notify`)
+// start and retry with backoff, as outages heal; the one-shot operator commands
+// (`status`, `dead-letters`, `prepared`) end with exit 1, so a script may try again.
 
+#include <memory>
 #include <string>
 
 namespace outbox::relay {
 
+class PgConnection;
+
+// What a command needs from the database: the schema this binary carries and the
+// privileges of the role it runs as (all of them come with `GRANT outbox_relay`).
 enum class StartupRole {
-  kRelay,     // `run`: the outbox_relay role, the schema up to date
-  kNotifier,  // `notify`: the worker functions of inbox.notifications (outbox_relay)
+  kRelay,               // `run`: read and delete queue rows, park dead letters, check back
+  kNotifier,            // `notify`: the worker functions of inbox.notifications
+  kStatusReader,        // `status`: read the queue, settings, dead letters, half messages,
+                        // notifications
+  kDeadLetterOperator,  // `dead-letters`: list, retry and drop dead letters
+  kPreparedOperator,    // `prepared`: list, resume and drop half messages
 };
 
-// Throws ConfigError naming the fix; returns normally when the setup is usable or the
-// server cannot be reached right now. Never prints the password.
+// For the daemons. Throws ConfigError naming the fix; returns normally when the setup
+// is usable or the server cannot be reached right now. Never prints the password.
 void CheckStartup(const std::string& conninfo, StartupRole role);
+
+// For the one-shot operator commands: the same checks on the session the command then
+// uses. Throws ConfigError naming the fix, RuntimeError (exit 1) if the server cannot be
+// reached. Never prints the password.
+std::unique_ptr<PgConnection> OpenCheckedSession(const std::string& conninfo, StartupRole role);
 
 }  // namespace outbox::relay

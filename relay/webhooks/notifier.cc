@@ -218,7 +218,7 @@ void Notifier::Impl::Claim() {
     req.body = pqxx::binarystring(row[5]).str();
     req.connect_timeout = std::min(opt.connect_timeout, opt.request_timeout);
     req.total_timeout = opt.request_timeout;
-    req.max_response_bytes = kResponseExcerpt;
+    req.max_response_bytes = opt.store_replies ? kResponseExcerpt : 0;  // the rest is read and dropped
     req.user_agent = opt.user_agent;
     req.egress = &egress;
     bool has_type = false;
@@ -256,8 +256,8 @@ void Notifier::Impl::Record() {
     if (r.status != 0) status = r.status;
     std::optional<std::string> error;
     if (!r.error.empty()) error = Printable(r.error, 1024);
-    std::optional<std::string> response;
-    if (r.status != 0) response = Printable(r.body, kResponseExcerpt);
+    std::optional<std::string> response;  // NULL unless the operator asked to keep replies
+    if (r.status != 0 && opt.store_replies) response = Printable(r.body, kResponseExcerpt);
     double latency_ms = static_cast<double>(r.latency.count()) / 1000.0;
     pqxx::work tx{*conn};
     auto row = tx.exec_params1("SELECT inbox.finish_notification_attempt($1, $2::uuid, $3, $4, $5, $6)", f.claim.id,

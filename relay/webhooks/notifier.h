@@ -61,6 +61,11 @@ struct NotifierOptions {
   // Hosts and CIDRs requests may reach besides public addresses (comma-separated; empty =
   // public addresses only). See relay/webhooks/egress_policy.h.
   std::string egress_allow;
+  // Store the start of each answer body (512 bytes, printable ASCII) in
+  // inbox.notification_attempts.response (notification_status shows it as
+  // last_response). Off: replies are read and dropped; a receiver's reply may hold data
+  // this database should not keep (docs/security.md).
+  bool store_replies = false;
 
   // Callbacks run on the thread that called Run(); keep them quick and don't throw.
   std::function<void(const NotificationAttempt&)> on_attempt;    // every finished attempt

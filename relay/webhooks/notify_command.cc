@@ -133,6 +133,7 @@ int RunNotifyCommand(const NotifyConfig& config, spdlog::logger& log) {
   opt.retention_interval = config.retention_interval;
   opt.user_agent = "outbox-relay-notify";
   opt.egress_allow = config.egress_allow;
+  opt.store_replies = config.store_replies;
   // URLs and header values may hold secrets: logs show the id and host:port only.
   opt.on_attempt = [&](const NotificationAttempt& a) {
     metrics.attempt_latency.Observe(static_cast<double>(a.latency.count()) / 1e6);
@@ -195,8 +196,10 @@ int RunNotifyCommand(const NotifyConfig& config, spdlog::logger& log) {
 
   if (termination.stop().load()) notifier.Stop();
   if (server) server->SetReady(true);
-  log.info("notify worker started max_in_flight={} max_per_host={} request_timeout_ms={} lease_ms={}",
-           config.max_in_flight, config.max_per_host, config.request_timeout.count(), config.lease.count());
+  log.info("notify worker started max_in_flight={} max_per_host={} request_timeout_ms={} lease_ms={} "
+           "store_replies={}",
+           config.max_in_flight, config.max_per_host, config.request_timeout.count(), config.lease.count(),
+           config.store_replies);
   try {
     notifier.Run();
   } catch (const outbox::Error& e) {

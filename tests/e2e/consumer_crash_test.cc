@@ -22,8 +22,12 @@ TEST(ConsumerCrash, KilledBetweenDbCommitAndOffsetCommitTheRedeliveryIsSkipped) 
     pqxx::work tx{c};
     tx.exec(
         "CREATE TABLE effects (id bigserial PRIMARY KEY, message_id text NOT NULL, payload text)");
+    // The application's table, granted to the consumer login it runs as.
+    tx.exec("GRANT SELECT, INSERT ON effects TO outbox_consumer");
+    tx.exec("GRANT USAGE ON SEQUENCE effects_id_seq TO outbox_consumer");
     tx.commit();
   }
+  const auto consumer = test::As(test::Login::kConsumer, db);
   test::KafkaCluster kafka;
   auto topic = test::UniqueTopic("payments");
   auto group = test::UniqueTopic("ledger");
@@ -42,7 +46,7 @@ TEST(ConsumerCrash, KilledBetweenDbCommitAndOffsetCommitTheRedeliveryIsSkipped) 
   };
 
   // 1. Dies right after committing message 2's transaction, before acknowledging it.
-  test::Process first{{OUTBOX_CONSUMER_CRASH_HELPER, db, kafka.bootstrap(), topic, group, "2"}};
+  test::Process first{{OUTBOX_CONSUMER_CRASH_HELPER, consumer, kafka.bootstrap(), topic, group, "2"}};
   auto code = first.Wait(std::chrono::seconds(60));
   ASSERT_EQ(code, 128 + SIGKILL) << first.Stdout() << first.Stderr();
   EXPECT_THAT(effects(), ElementsAre("pay-1", "pay-2"));
@@ -50,7 +54,7 @@ TEST(ConsumerCrash, KilledBetweenDbCommitAndOffsetCommitTheRedeliveryIsSkipped) 
       << "message 2 must be unacknowledged";
 
   // 2. Restarted: message 2 comes again and is skipped; message 3 is handled.
-  test::Process second{{OUTBOX_CONSUMER_CRASH_HELPER, db, kafka.bootstrap(), topic, group}};
+  test::Process second{{OUTBOX_CONSUMER_CRASH_HELPER, consumer, kafka.bootstrap(), topic, group}};
   ASSERT_TRUE(test::WaitUntil([&] { return effects().size() >= 3; }, std::chrono::seconds(90)))
       << second.Stdout() << second.Stderr();
   ASSERT_TRUE(test::WaitUntil(

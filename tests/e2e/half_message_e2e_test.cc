@@ -14,6 +14,7 @@
 #include <pqxx/pqxx>
 #include <regex>
 #include <set>
+#include <sstream>
 
 #include "http_server.h"
 #include "kafka_cluster.h"
@@ -42,6 +43,8 @@ class HalfMessageE2e : public ::testing::Test {
     db_ = test::FreshDatabase();
     auto m = test::RunProcess({test::RelayBinary(), "migrate", "--db", db_});
     ASSERT_EQ(m.code, 0) << m.err;
+    relay_db_ = test::As(test::Login::kRelay, db_);
+    producer_db_ = test::As(test::Login::kProducer, db_);
     topic_ = test::UniqueTopic("half");
     kafka_.CreateTopic(topic_, 4);
   }
@@ -53,7 +56,7 @@ class HalfMessageE2e : public ::testing::Test {
         {"--check-after", "100ms"},   {"--check-interval", "100ms"},     {"--check-max", "3"},
         {"--check-timeout", "5s"}};
     for (auto& [k, v] : options) all[k] = v;
-    std::vector<std::string> argv = {test::RelayBinary(), "run", "--db", test::As(test::Login::kRelay, db_),
+    std::vector<std::string> argv = {test::RelayBinary(), "run", "--db", relay_db_,
                                      "--brokers", kafka_.bootstrap(), "--egress-allow", "127.0.0.1"};
     for (auto& [k, v] : all) {
       argv.push_back(k);
@@ -63,7 +66,7 @@ class HalfMessageE2e : public ::testing::Test {
   }
 
   void Prepare(const std::string& gid, const std::string& check_url) {
-    pqxx::connection c{db_};
+    pqxx::connection c{producer_db_};
     pqxx::work tx{c};
     outbox::Prepare(tx, gid, topic_, gid, "payload of " + gid, {{"kind", "half"}}, check_url);
     tx.commit();
@@ -88,7 +91,7 @@ class HalfMessageE2e : public ::testing::Test {
   // Publishes a sentinel after everything else and reads the topic up to it: whatever a
   // relay would have published before is in the result.
   std::vector<test::Record> ReadAllWithSentinel(int expected_before) {
-    pqxx::connection c{db_};
+    pqxx::connection c{producer_db_};
     pqxx::work tx{c};
     tx.exec_params("SELECT outbox.publish($1, 'sentinel', 'sentinel'::bytea)", topic_);
     tx.commit();
@@ -111,7 +114,16 @@ class HalfMessageE2e : public ::testing::Test {
     return gids;
   }
 
-  std::string db_;
+  // Runs an operator command (status, prepared ...) as the relay login.
+  test::RunResult Operator(std::vector<std::string> args) {
+    args.insert(args.begin(), test::RelayBinary());
+    args.insert(args.end(), {"--db", relay_db_});
+    return test::RunProcess(args);
+  }
+
+  std::string db_;           // the owner's: migrations and the test's own checks
+  std::string relay_db_;     // the relay and the operator commands
+  std::string producer_db_;  // producers
   test::KafkaCluster kafka_;
   std::string topic_;
 };
@@ -133,7 +145,7 @@ class HalfMessageExampleE2e : public HalfMessageE2e {
   }
 
   test::RunResult Order(const std::string& gid, const std::string& crash_flag = "") {
-    std::vector<std::string> argv = {OUTBOX_HALF_MESSAGE_EXAMPLE, "order", "--outbox-db", db_, "--business-db",
+    std::vector<std::string> argv = {OUTBOX_HALF_MESSAGE_EXAMPLE, "order", "--outbox-db", producer_db_, "--business-db",
                                      business_, "--gid", gid, "--topic", topic_, "--check-url", check_url_};
     if (!crash_flag.empty()) argv.push_back(crash_flag);
     return test::RunProcess(argv);
@@ -171,7 +183,7 @@ TEST_F(HalfMessageExampleE2e, LocalRollbackIsNeverPublished) {
   ASSERT_EQ(records.size(), 1u);
   EXPECT_EQ(records[0].key, "sentinel");
   // The producer, coming back late, cannot publish it any more.
-  pqxx::connection c{db_};
+  pqxx::connection c{producer_db_};
   pqxx::work tx{c};
   EXPECT_THROW(outbox::CommitPrepared(tx, "order-2"), pqxx::sql_error);
 }
@@ -228,13 +240,13 @@ TEST_F(HalfMessageE2e, EndpointDownForGoodIsParkedAfterCheckMaxThenResumePublish
   EXPECT_EQ(Scalar("SELECT checks || ' ' || last_error FROM outbox.prepared WHERE gid = 'g1'"), "3 HTTP 503");
   EXPECT_THAT(relay->Stderr(), HasSubstr("half message parked after 3 inconclusive check-backs"));
 
-  auto status = test::RunProcess({test::RelayBinary(), "status", "--db", db_});
+  auto status = Operator({"status"});
   EXPECT_THAT(status.out, HasSubstr("prepared: parked=2"));
-  auto list = test::RunProcess({test::RelayBinary(), "prepared", "list", "--db", db_});
+  auto list = Operator({"prepared", "list"});
   EXPECT_EQ(list.code, 0) << list.err;
   EXPECT_THAT(list.out, HasSubstr("g1  parked  topic=" + topic_ + " key=g1 bytes=13 checks=3"));
   EXPECT_THAT(list.out, HasSubstr("last_error=HTTP 503"));
-  auto json = test::RunProcess({test::RelayBinary(), "prepared", "list", "--json", "--db", db_});
+  auto json = Operator({"prepared", "list", "--json"});
   EXPECT_THAT(json.out, HasSubstr("\"state\": \"parked\""));
   std::string metrics_url = "http://127.0.0.1:" + std::to_string(port) + "/metrics";
   EXPECT_TRUE(test::WaitUntil(
@@ -250,13 +262,13 @@ TEST_F(HalfMessageE2e, EndpointDownForGoodIsParkedAfterCheckMaxThenResumePublish
 
   // The endpoint is back: resume publishes g1; drop discards g2.
   endpoint.SetPolicy(Answer(kCommitted));
-  auto resume = test::RunProcess({test::RelayBinary(), "prepared", "resume", "g1", "--db", db_});
+  auto resume = Operator({"prepared", "resume", "g1"});
   EXPECT_EQ(resume.code, 0) << resume.err;
   EXPECT_THAT(resume.out, HasSubstr("resumed 1 half message(s)"));
-  auto drop = test::RunProcess({test::RelayBinary(), "prepared", "drop", "--all", "--db", db_});
+  auto drop = Operator({"prepared", "drop", "--all"});
   EXPECT_EQ(drop.code, 0) << drop.err;
   EXPECT_THAT(drop.out, HasSubstr("dropped 1 half message(s)"));
-  auto again = test::RunProcess({test::RelayBinary(), "prepared", "resume", "g2", "--db", db_});
+  auto again = Operator({"prepared", "resume", "g2"});
   EXPECT_EQ(again.code, 1);
   EXPECT_THAT(again.err, HasSubstr("no prepared or parked half message with gid 'g2'"));
 
@@ -329,6 +341,57 @@ TEST_F(HalfMessageE2e, CheckBackSurvivesAPostgresRestart) {
   EXPECT_THAT(relay->Stderr(), HasSubstr("check-back lost its PostgreSQL session"));
   auto records = ReadAllWithSentinel(2);
   EXPECT_EQ(records.size(), 3u);
+}
+
+// The times of the relay's log lines that contain `text` ("2026-11-30 12:00:00.123 ...").
+std::vector<std::chrono::system_clock::time_point> LogTimes(const std::string& log, const std::string& text) {
+  std::vector<std::chrono::system_clock::time_point> times;
+  std::istringstream lines{log};
+  for (std::string line; std::getline(lines, line);) {
+    if (line.find(text) == std::string::npos) continue;
+    std::tm tm{};
+    const char* rest = strptime(line.c_str(), "%Y-%m-%d %H:%M:%S", &tm);
+    if (!rest || *rest != '.') continue;
+    auto t = std::chrono::system_clock::from_time_t(timegm(&tm)) + std::chrono::milliseconds(std::atoi(rest + 1));
+    times.push_back(t);
+  }
+  return times;
+}
+
+// Issue 14: a check-back statement that keeps failing (here a privilege taken back while
+// the relay runs) is retried after growing pauses — capped exponential backoff with
+// jitter — not every second; once it works again, check-back goes on.
+TEST_F(HalfMessageE2e, CheckBackBacksOffWhileAStatementKeepsFailing) {
+  test::HttpServer endpoint{Answer(kCommitted)};
+  auto relay = StartRelay();
+  ASSERT_TRUE(test::WaitUntil([&] { return relay->Stderr().find("check-back started") != std::string::npos; }, 30s))
+      << relay->Stderr();
+  const std::string claim = "FUNCTION outbox.claim_prepared_checks(integer, interval, interval)";
+  {
+    pqxx::connection c{db_};
+    pqxx::nontransaction(c).exec("REVOKE EXECUTE ON " + claim + " FROM outbox_relay");
+  }
+  const std::string failed = "check-back statement failed";
+  ASSERT_TRUE(test::WaitUntil([&] { return LogTimes(relay->Stderr(), failed).size() >= 4; }, 60s))
+      << relay->Stderr();
+  auto times = LogTimes(relay->Stderr(), failed);
+  auto gap = [&](size_t i) {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(times[i + 1] - times[i]);
+  };
+  // Pauses of 0.5, 1 and 2 s less up to a fifth of jitter; a fixed one-second pause
+  // would give three gaps of about 1 s.
+  EXPECT_GE(gap(0), 350ms);
+  EXPECT_GE(gap(2), 1500ms) << relay->Stderr();
+  EXPECT_GT(gap(2), gap(0)) << relay->Stderr();
+  EXPECT_THAT(relay->Stderr(), HasSubstr("permission denied for function claim_prepared_checks"));
+  EXPECT_THAT(relay->Stderr(), HasSubstr("retrying in"));
+
+  {
+    pqxx::connection c{db_};
+    pqxx::nontransaction(c).exec("GRANT EXECUTE ON " + claim + " TO outbox_relay");
+  }
+  Prepare("g1", endpoint.Url("/check"));
+  ASSERT_TRUE(WaitState("g1", "committed")) << relay->Stderr();
 }
 
 }  // namespace

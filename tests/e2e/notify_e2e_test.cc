@@ -30,10 +30,13 @@ class NotifyCommand : public ::testing::Test {
     db_ = test::FreshDatabase();
     auto r = test::RunProcess({RelayBinary(), "migrate", "--db", db_});
     ASSERT_EQ(r.code, 0) << r.err;
+    relay_db_ = test::As(test::Login::kRelay, db_);
+    consumer_db_ = test::As(test::Login::kConsumer, db_);
   }
 
+  // Scheduled by a consumer service, as deployed.
   std::int64_t Notify(const std::string& url, const std::string& schedule = "{200 ms, 400 ms}") {
-    pqxx::connection c{db_};
+    pqxx::connection c{consumer_db_};
     pqxx::work tx{c};
     auto id = tx.exec_params1("SELECT inbox.notify($1, 'hello'::bytea, '{\"X-Kind\": \"paid\"}', $2::interval[])",
                               url, schedule)[0]
@@ -49,24 +52,33 @@ class NotifyCommand : public ::testing::Test {
     return f.is_null() ? "NULL" : f.as<std::string>();
   }
 
+  // As the consumer that scheduled it sees it.
   std::string State(std::int64_t id) {
-    return Scalar("SELECT state FROM inbox.notification_status(" + std::to_string(id) + ")");
+    pqxx::connection c{consumer_db_};
+    pqxx::work tx{c};
+    auto r = tx.exec("SELECT state FROM inbox.notification_status(" + std::to_string(id) + ")");
+    return r.empty() ? "none" : r[0][0].as<std::string>();
   }
 
-  // `outbox-relay notify` with short timings; `options` override the defaults.
-  std::unique_ptr<test::Process> StartWorker(std::map<std::string, std::string> options = {}) {
+  // `outbox-relay notify` with short timings; `options` override the defaults, `flags`
+  // (such as --store-replies) are added.
+  std::unique_ptr<test::Process> StartWorker(std::map<std::string, std::string> options = {},
+                                             const std::vector<std::string>& flags = {}) {
     std::map<std::string, std::string> all = {
         {"--poll-interval", "20ms"}, {"--request-timeout", "3s"}, {"--lease", "4s"}};
     for (auto& [k, v] : options) all[k] = v;
-    std::vector<std::string> argv = {RelayBinary(), "notify", "--db", test::As(test::Login::kRelay, db_), "--egress-allow", "127.0.0.1"};
+    std::vector<std::string> argv = {RelayBinary(), "notify", "--db", relay_db_, "--egress-allow", "127.0.0.1"};
     for (auto& [k, v] : all) {
       argv.push_back(k);
       argv.push_back(v);
     }
+    argv.insert(argv.end(), flags.begin(), flags.end());
     return std::make_unique<test::Process>(argv);
   }
 
-  std::string db_;
+  std::string db_;           // the owner's: migrations and the test's own checks
+  std::string relay_db_;     // the notify worker
+  std::string consumer_db_;  // the service that schedules notifications
 };
 
 
@@ -173,12 +185,46 @@ TEST_F(NotifyCommand, ExhaustedNotificationsAreLoggedAndCountedInMetrics) {
 }
 
 TEST_F(NotifyCommand, BadOptionsExitTwoListingEveryProblem) {
-  auto r = test::RunProcess({RelayBinary(), "notify", "--db", db_, "--request-timeout", "10s", "--lease", "5s",
+  auto r = test::RunProcess({RelayBinary(), "notify", "--db", relay_db_, "--request-timeout", "10s", "--lease", "5s",
                              "--max-per-host", "9", "--max-in-flight", "4", "--poll-interval", "soon"});
   EXPECT_EQ(r.code, 2);
   EXPECT_THAT(r.err, HasSubstr("--lease (5000ms) must be at least --request-timeout + 1s"));
   EXPECT_THAT(r.err, HasSubstr("--max-per-host (9) must not exceed --max-in-flight (4)"));
   EXPECT_THAT(r.err, HasSubstr("--poll-interval: expected a duration"));
+}
+
+// Issue 13: a receiver's reply may carry data this database should not keep (and, with a
+// notification URL pointing inside the network, would make the worker a reader of it):
+// it is read and dropped unless the operator turns storing on (--store-replies).
+TEST_F(NotifyCommand, RepliesAreStoredOnlyWhenTheOperatorTurnsItOn) {
+  test::HttpServer receiver{
+      [](const test::RecordedRequest&) { return test::Reply{200, "account 4711 balance 99", false}; }};
+  // What inbox.notification_status shows the consumer (last_response), and what the
+  // attempts table holds (response).
+  auto response_of = [&](std::int64_t id) {
+    pqxx::connection c{consumer_db_};
+    pqxx::work tx{c};
+    auto last = tx.exec1("SELECT coalesce(last_response, 'NULL') FROM inbox.notification_status(" +
+                         std::to_string(id) + ")")[0]
+                    .as<std::string>();
+    return last + " / " +
+           Scalar("SELECT string_agg(coalesce(response, 'NULL'), ',') FROM inbox.notification_attempts "
+                  "WHERE notification_id = " + std::to_string(id));
+  };
+  auto by_default = Notify(receiver.Url("/hook"));
+  {
+    auto worker = StartWorker();
+    ASSERT_TRUE(test::WaitUntil([&] { return State(by_default) == "delivered"; }, 20s)) << worker->Stderr();
+    worker->Signal(SIGTERM);
+    EXPECT_EQ(worker->Wait(20s), 0);
+  }
+  EXPECT_EQ(response_of(by_default), "NULL / NULL");
+
+  auto stored = Notify(receiver.Url("/hook"));
+  auto worker = StartWorker({}, {"--store-replies"});
+  ASSERT_TRUE(test::WaitUntil([&] { return State(stored) == "delivered"; }, 20s)) << worker->Stderr();
+  EXPECT_EQ(response_of(stored), "account 4711 balance 99 / account 4711 balance 99");
+  EXPECT_THAT(worker->Stderr(), Not(HasSubstr("4711"))) << "replies never go to the log";
 }
 
 // What waiting cannot heal ends the command at start with the fix: exit 2 (issue 14).

@@ -22,13 +22,16 @@ class Barrier : public ::testing::Test {
     pqxx::connection c{db_};
     pqxx::work tx{c};
     tx.exec("CREATE TABLE ledger (gid text, branch_id text, op text)");
+    // The service's own table, granted to its login (which cannot create tables).
+    tx.exec("GRANT SELECT, INSERT ON ledger TO outbox_consumer");
     tx.commit();
+    service_db_ = test::As(test::Login::kConsumer, db_);
   }
 
   // One branch call in its own transaction, committed — what a TCC/saga handler does.
   BarrierResult Call(BranchOp op, const std::string& gid = "gid-1",
                      const std::string& branch = "01") {
-    pqxx::connection c{db_};
+    pqxx::connection c{service_db_};
     pqxx::work tx{c};
     auto r =
         CallBarrier(tx, {"tcc", gid, branch, op}, [&](pqxx::work& t) { Body(t, gid, branch, op); });
@@ -65,7 +68,8 @@ class Barrier : public ::testing::Test {
         std::chrono::seconds(30));
   }
 
-  std::string db_;
+  std::string db_;          // the owner's: migrations and the test's own checks
+  std::string service_db_;  // the branch service: a consumer login (inbox.barrier)
 };
 
 TEST_F(Barrier, RepeatedTryRunsOnce) {
@@ -114,7 +118,7 @@ TEST_F(Barrier, SagaCompensateWithoutActionAndActionAfterIt) {
 
 TEST_F(Barrier, FailedBodyRollsBackItsBarrierRowSoARetryRuns) {
   {
-    pqxx::connection c{db_};
+    pqxx::connection c{service_db_};
     pqxx::work tx{c};
     EXPECT_THROW(CallBarrier(tx, {"tcc", "gid-1", "01", BranchOp::kTry},
                              [](pqxx::work&) { throw std::runtime_error("insufficient funds"); }),
@@ -126,7 +130,7 @@ TEST_F(Barrier, FailedBodyRollsBackItsBarrierRowSoARetryRuns) {
 }
 
 TEST_F(Barrier, RejectsEmptyIds) {
-  pqxx::connection c{db_};
+  pqxx::connection c{service_db_};
   pqxx::work tx{c};
   EXPECT_THROW(CallBarrier(tx, {"tcc", "", "01", BranchOp::kTry}, [](pqxx::work&) {}), Error);
   EXPECT_THROW(CallBarrier(tx, {"tcc", "g", "", BranchOp::kTry}, [](pqxx::work&) {}), Error);
@@ -147,7 +151,7 @@ class BarrierRace : public Barrier {
     std::condition_variable cv;
     bool first_inside = false, release = false;  // Guarded by mu.
     Race race{};
-    pqxx::connection c1{db_}, c2{db_};
+    pqxx::connection c1{service_db_}, c2{service_db_};
     race.second_pid = c2.backendpid();
     std::thread first{[&] {
       pqxx::work tx{c1};
@@ -237,7 +241,7 @@ TEST_F(Barrier, ConsumerRoleMayCallTheBarrier) {
 }
 
 TEST_F(Barrier, WorksInAnyTransactionWithABodyTakingTheBaseType) {
-  pqxx::connection c{db_};
+  pqxx::connection c{service_db_};
   pqxx::work tx{c};
   pqxx::subtransaction sub{tx, "branch"};
   auto body = [&](pqxx::transaction_base& t) { t.exec("INSERT INTO ledger VALUES ('gid-sub', '01', 'try')"); };

@@ -16,8 +16,13 @@ class ConsumerRetention : public ::testing::Test {
   void SetUp() override {
     db_ = test::FreshDatabase();
     test::MigrateDb(db_);
+    // Retention runs as the consumer login, as deployed: it trims its own groups' rows
+    // and its own barrier rows (the owner writes them here, in the login's name).
+    consumer_db_ = test::As(test::Login::kConsumer, db_);
+    const auto login = test::LoginName(test::Login::kConsumer);
     pqxx::connection c{db_};
     pqxx::work tx{c};
+    tx.exec_params("INSERT INTO inbox.consumer_groups (group_id, member) VALUES ('g', $1)", login);
     // 5 rows 10 days old and 2 recent ones in each table, plus an old parked retry.
     tx.exec(R"sql(
       INSERT INTO inbox.messages (group_id, message_id, topic, "partition", "offset", processed_at)
@@ -38,6 +43,7 @@ class ConsumerRetention : public ::testing::Test {
                                  last_error_kind, next_attempt_at, parked_at)
         VALUES ('g', 'parked', 't', 0, 7, 1, 'e', 'retryable', now(), now() - interval '10 days');
     )sql");
+    tx.exec_params("UPDATE inbox.barrier SET owner = $1", login);
     tx.commit();
   }
 
@@ -58,11 +64,12 @@ class ConsumerRetention : public ::testing::Test {
     EXPECT_THAT(Ids("SELECT message_id FROM inbox.retries"), ElementsAre("parked"));
   }
 
-  std::string db_;
+  std::string db_;           // the owner's: migrations, the rows to trim, the test's own checks
+  std::string consumer_db_;  // runs retention
 };
 
 TEST_F(ConsumerRetention, LibraryCallRemovesOnlyOldRowsInSmallBatches) {
-  pqxx::connection conn{db_};
+  pqxx::connection conn{consumer_db_};
   auto r = TrimInbox(conn, std::chrono::hours(24), 2);
   EXPECT_EQ(r.messages, 5);
   EXPECT_EQ(r.attempts, 5);
@@ -76,14 +83,14 @@ TEST_F(ConsumerRetention, LibraryCallRemovesOnlyOldRowsInSmallBatches) {
 }
 
 TEST_F(ConsumerRetention, SqlProcedureDoesTheSame) {
-  pqxx::connection c{db_};
+  pqxx::connection c{consumer_db_};
   pqxx::nontransaction tx{c};
   tx.exec("CALL inbox.trim('1 day', 2)");
   ExpectOnlyRecentRowsLeft();
 }
 
 TEST_F(ConsumerRetention, OneBatchDeletesAtMostBatchSizeRowsPerTable) {
-  pqxx::connection c{db_};
+  pqxx::connection c{consumer_db_};
   pqxx::work tx{c};
   auto row = tx.exec1("SELECT messages, attempts, barrier FROM inbox.trim_batch('1 day', 3)");
   EXPECT_EQ(row[0].as<int>(), 3);
@@ -95,7 +102,7 @@ TEST_F(ConsumerRetention, OneBatchDeletesAtMostBatchSizeRowsPerTable) {
 }
 
 TEST_F(ConsumerRetention, OneBatchRunsInTheCallersTransaction) {
-  pqxx::connection conn{db_};
+  pqxx::connection conn{consumer_db_};
   {
     pqxx::work tx{conn};
     auto r = TrimInboxBatch(tx, std::chrono::hours(24), 3);
@@ -112,11 +119,12 @@ TEST_F(ConsumerRetention, OneBatchRunsInTheCallersTransaction) {
 }
 
 TEST_F(ConsumerRetention, DatabaseFailuresAreLibraryErrors) {
-  pqxx::connection conn{db_};
   {
-    pqxx::nontransaction tx{conn};
+    pqxx::connection owner{db_};
+    pqxx::nontransaction tx{owner};
     tx.exec("ALTER FUNCTION inbox.trim_batch RENAME TO trim_batch_gone");
   }
+  pqxx::connection conn{consumer_db_};
   try {
     TrimInbox(conn, std::chrono::hours(24));
     FAIL() << "expected outbox::DatabaseError";
@@ -127,10 +135,10 @@ TEST_F(ConsumerRetention, DatabaseFailuresAreLibraryErrors) {
 }
 
 TEST_F(ConsumerRetention, RejectsBadArguments) {
-  pqxx::connection conn{db_};
+  pqxx::connection conn{consumer_db_};
   EXPECT_THROW(TrimInbox(conn, std::chrono::seconds(-1)), Error);
   EXPECT_THROW(TrimInbox(conn, std::chrono::hours(1), 0), Error);
-  pqxx::connection c{db_};
+  pqxx::connection c{consumer_db_};
   pqxx::work tx{c};
   EXPECT_THROW(tx.exec("SELECT * FROM inbox.trim_batch('-1 day', 10)"), pqxx::sql_error);
 }

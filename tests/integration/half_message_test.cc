@@ -33,12 +33,15 @@ class HalfMessageSql : public ::testing::Test {
     db_ = test::FreshDatabase();
     spdlog::logger log{"null", std::make_shared<spdlog::sinks::null_sink_mt>()};
     relay::Migrate(db_, relay::EmbeddedMigrations(), log);
+    producer_db_ = test::As(test::Login::kProducer, db_);
+    relay_db_ = test::As(test::Login::kRelay, db_);
   }
 
-  // Runs f in its own transaction on a fresh connection and commits.
+  // Runs f in its own transaction on a fresh connection of `conninfo` (the producer's
+  // unless told otherwise) and commits.
   template <typename F>
-  auto InTx(F f) {
-    pqxx::connection c{db_};
+  auto InTx(F f, const std::string& conninfo = {}) {
+    pqxx::connection c{conninfo.empty() ? producer_db_ : conninfo};
     pqxx::work tx{c};
     if constexpr (std::is_void_v<decltype(f(tx))>) {
       f(tx);
@@ -66,8 +69,9 @@ class HalfMessageSql : public ::testing::Test {
     return "";
   }
 
-  std::string Scalar(const std::string& sql) {
-    pqxx::connection c{db_};
+  // `sql`'s value as the owner (the test's own checks) or as `conninfo`.
+  std::string Scalar(const std::string& sql, const std::string& conninfo = {}) {
+    pqxx::connection c{conninfo.empty() ? db_ : conninfo};
     pqxx::work tx{c};
     auto f = tx.exec1(sql)[0];
     auto v = f.is_null() ? std::string("NULL") : f.as<std::string>();
@@ -77,8 +81,12 @@ class HalfMessageSql : public ::testing::Test {
   std::string State(const std::string& gid) {
     return Scalar("SELECT state FROM outbox.prepared WHERE gid = '" + gid + "'");
   }
+  // What the relay's check-back and the operator commands call.
+  std::string AsRelay(const std::string& sql) { return Scalar(sql, relay_db_); }
 
-  std::string db_;
+  std::string db_;           // the owner's: migrations, settings and the test's own checks
+  std::string producer_db_;  // prepares, commits and rolls back (the default of InTx)
+  std::string relay_db_;     // checks back, resumes, drops, purges
 };
 
 TEST_F(HalfMessageSql, PreparedMessageIsNotPublishedUntilCommitted) {
@@ -155,7 +163,7 @@ TEST_F(HalfMessageSql, BadInputIsAClearError) {
               HasSubstr("outbox.prepare: gid 'g1' is already used by another message"));
   EXPECT_EQ(Scalar("SELECT count(*) FROM outbox.prepared"), "1");
   // The limit is a column of outbox.settings (the schema owner's), not a session setting.
-  InTx([&](pqxx::work& tx) { tx.exec("UPDATE outbox.settings SET max_prepared_payload_bytes = 4"); });
+  InTx([&](pqxx::work& tx) { tx.exec("UPDATE outbox.settings SET max_prepared_payload_bytes = 4"); }, db_);
   EXPECT_THAT(prepare("g5", "orders", "12345", "http://h/"), HasSubstr("payload is 5 bytes; at most 4 bytes"));
   EXPECT_EQ(prepare("g5", "orders", "1234", "http://h/"), "");
 }
@@ -184,10 +192,12 @@ TEST_F(HalfMessageSql, CommittedHalfMessagesEnterTheirLaneInCommitOrder) {
 }
 
 TEST_F(HalfMessageSql, ProducerRoleMayOnlyCallTheProducerFunctions) {
-  InTx([](pqxx::work& tx) {
-    tx.exec("DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'half_producer') THEN "
-            "CREATE ROLE half_producer LOGIN IN ROLE outbox_producer; END IF; END $$");
-  });
+  InTx(
+      [](pqxx::work& tx) {
+        tx.exec("DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'half_producer') THEN "
+                "CREATE ROLE half_producer LOGIN IN ROLE outbox_producer; END IF; END $$");
+      },
+      db_);
   std::string dbname = pqxx::connection{db_}.dbname();
   pqxx::connection producer{test::SharedCluster().ConninfoFor(dbname, "half_producer")};
   {
@@ -215,7 +225,7 @@ TEST_F(HalfMessageSql, ClaimsAreExclusiveUntilTheLeaseExpires) {
   Prepare("g2");
   auto claim = [&](const std::string& lease) {
     std::map<std::string, std::string> tokens;
-    pqxx::connection c{db_};
+    pqxx::connection c{relay_db_};
     pqxx::work tx{c};
     for (const auto& row : tx.exec("SELECT gid, lease_token FROM outbox.claim_prepared_checks(10, '0s', '" + lease + "')")) {
       tokens[row[0].as<std::string>()] = row[1].as<std::string>();
@@ -227,12 +237,13 @@ TEST_F(HalfMessageSql, ClaimsAreExclusiveUntilTheLeaseExpires) {
   EXPECT_EQ(first.size(), 2u);
   EXPECT_TRUE(claim("1 hour").empty()) << "a leased half message is checked by one relay at a time";
   // A dead relay's lease expires and another relay checks again.
-  InTx([](pqxx::work& tx) { tx.exec("UPDATE outbox.prepared SET next_check_at = now() - interval '1s' WHERE gid = 'g1'"); });
+  InTx([](pqxx::work& tx) { tx.exec("UPDATE outbox.prepared SET next_check_at = now() - interval '1s' WHERE gid = 'g1'"); },
+       db_);
   auto second = claim("1 hour");
   ASSERT_EQ(second.size(), 1u);
   ASSERT_EQ(second.count("g1"), 1u);
   auto record = [&](const std::string& gid, const std::string& token, const std::string& verdict) {
-    pqxx::connection c{db_};
+    pqxx::connection c{relay_db_};
     pqxx::work tx{c};
     auto f = tx.exec_params1("SELECT outbox.record_prepared_check($1, $2::uuid, $3, 'why', '1 hour', 3)", gid, token,
                              verdict)[0];
@@ -250,9 +261,9 @@ TEST_F(HalfMessageSql, ClaimsAreExclusiveUntilTheLeaseExpires) {
 
 TEST_F(HalfMessageSql, FirstCheckWaitsForCheckAfterAndInconclusiveChecksPark) {
   Prepare("g1");
-  EXPECT_EQ(Scalar("SELECT count(*) FROM outbox.claim_prepared_checks(10, '1 hour', '1 hour')"), "0");
+  EXPECT_EQ(AsRelay("SELECT count(*) FROM outbox.claim_prepared_checks(10, '1 hour', '1 hour')"), "0");
   for (int attempt = 1; attempt <= 3; ++attempt) {
-    pqxx::connection c{db_};
+    pqxx::connection c{relay_db_};
     pqxx::work tx{c};
     auto row = tx.exec1("SELECT attempt, lease_token FROM outbox.claim_prepared_checks(10, '0s', '1 hour')");
     EXPECT_EQ(row[0].as<int>(), attempt);
@@ -263,19 +274,19 @@ TEST_F(HalfMessageSql, FirstCheckWaitsForCheckAfterAndInconclusiveChecksPark) {
     tx.commit();
     EXPECT_EQ(state, attempt < 3 ? "prepared" : "parked");
   }
-  EXPECT_EQ(Scalar("SELECT count(*) FROM outbox.claim_prepared_checks(10, '0s', '1 hour')"), "0")
+  EXPECT_EQ(AsRelay("SELECT count(*) FROM outbox.claim_prepared_checks(10, '0s', '1 hour')"), "0")
       << "a parked half message is not checked";
   EXPECT_EQ(Scalar("SELECT last_error FROM outbox.prepared WHERE gid = 'g1'"), "HTTP 503");
   // The producer may still decide; an operator resumes with a fresh count.
-  EXPECT_EQ(Scalar("SELECT outbox.resume_prepared('g1')"), "t");
+  EXPECT_EQ(AsRelay("SELECT outbox.resume_prepared('g1')"), "t");
   EXPECT_EQ(Scalar("SELECT checks || ' ' || state FROM outbox.prepared WHERE gid = 'g1'"), "0 prepared");
-  EXPECT_EQ(Scalar("SELECT count(*) FROM outbox.claim_prepared_checks(10, '1 hour', '1 hour')"), "1")
+  EXPECT_EQ(AsRelay("SELECT count(*) FROM outbox.claim_prepared_checks(10, '1 hour', '1 hour')"), "1")
       << "resumed: checked at once";
-  EXPECT_EQ(Scalar("SELECT outbox.drop_prepared('g1')"), "t");
+  EXPECT_EQ(AsRelay("SELECT outbox.drop_prepared('g1')"), "t");
   EXPECT_EQ(Scalar("SELECT state || ' ' || resolved_by FROM outbox.prepared WHERE gid = 'g1'"),
             "rolled_back operator");
-  EXPECT_EQ(Scalar("SELECT outbox.resume_prepared('g1')"), "f");
-  EXPECT_EQ(Scalar("SELECT outbox.purge_prepared('0s')"), "1");
+  EXPECT_EQ(AsRelay("SELECT outbox.resume_prepared('g1')"), "f");
+  EXPECT_EQ(AsRelay("SELECT outbox.purge_prepared('0s')"), "1");
   EXPECT_EQ(Scalar("SELECT count(*) FROM outbox.prepared"), "0");
 }
 

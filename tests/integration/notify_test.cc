@@ -40,20 +40,23 @@ class NotifyTest : public ::testing::Test {
     db_ = test::FreshDatabase();
     spdlog::logger log{"null", std::make_shared<spdlog::sinks::null_sink_mt>()};
     relay::Migrate(db_, relay::EmbeddedMigrations(), log);
+    consumer_db_ = test::As(test::Login::kConsumer, db_);
+    relay_db_ = test::As(test::Login::kRelay, db_);
   }
 
   std::int64_t NotifyOne(const std::string& url, const std::string& body = "{\"paid\":true}",
                          const Headers& headers = {{"Content-Type", "application/json"}},
                          std::optional<std::vector<milliseconds>> schedule = std::vector<milliseconds>{200ms, 400ms}) {
-    pqxx::connection c{db_};
+    pqxx::connection c{consumer_db_};
     pqxx::work tx{c};
     auto id = Notify(tx, url, body, headers, schedule);
     tx.commit();
     return id;
   }
 
+  // The error of `sql` run by the consumer service ("" if none).
   std::string SqlError(const std::string& sql) {
-    pqxx::connection c{db_};
+    pqxx::connection c{consumer_db_};
     pqxx::work tx{c};
     try {
       tx.exec(sql);
@@ -70,8 +73,9 @@ class NotifyTest : public ::testing::Test {
     return f.is_null() ? "NULL" : f.as<std::string>();
   }
 
+  // As the consumer that scheduled it sees it.
   NotificationStatus Status(std::int64_t id) {
-    pqxx::connection c{db_};
+    pqxx::connection c{consumer_db_};
     pqxx::work tx{c};
     auto s = NotificationStatusOf(tx, id);
     if (!s) throw std::runtime_error("no such notification");
@@ -101,7 +105,7 @@ class NotifyTest : public ::testing::Test {
 
   NotifierOptions FastOptions() {
     NotifierOptions o;
-    o.conninfo = db_;
+    o.conninfo = relay_db_;  // the worker runs as the relay login
     o.egress_allow = "127.0.0.1";  // the test receivers listen on loopback
     o.poll_interval = 20ms;
     o.request_timeout = 3s;
@@ -111,7 +115,9 @@ class NotifyTest : public ::testing::Test {
     return o;
   }
 
-  std::string db_;
+  std::string db_;           // the owner's: migrations and the test's own checks
+  std::string consumer_db_;  // schedules notifications and reads their status
+  std::string relay_db_;     // the worker (claims, records, purges)
 };
 
 // Runs a Notifier on its own thread for the lifetime of the object.
@@ -207,16 +213,24 @@ TEST_F(NotifySql, RejectsBadHeadersClearly) {
 }
 
 TEST_F(NotifySql, DefaultScheduleIsNineAttemptsTheFirstAtOnce) {
-  pqxx::connection c{db_};
-  pqxx::work tx{c};
-  auto id = Notify(tx, "https://merchant.example/hook", "{}");
-  auto row = tx.exec_params1(
+  std::int64_t id;
+  {
+    pqxx::connection c{consumer_db_};
+    pqxx::work tx{c};
+    id = Notify(tx, "https://merchant.example/hook", "{}");
+    tx.commit();
+  }
+  pqxx::connection owner{db_};
+  pqxx::work check{owner};
+  auto row = check.exec_params1(
       "SELECT state, attempts, schedule::text, next_attempt_at <= now() FROM inbox.notifications WHERE id = $1", id);
   EXPECT_EQ(row[0].as<std::string>(), "pending");
   EXPECT_EQ(row[1].as<int>(), 0);
   EXPECT_EQ(row[2].as<std::string>(),
             "{00:01:00,00:05:00,00:10:00,00:30:00,01:00:00,02:00:00,05:00:00,10:00:00}");
   EXPECT_TRUE(row[3].as<bool>());
+  pqxx::connection c{consumer_db_};
+  pqxx::work tx{c};
   auto status = NotificationStatusOf(tx, id);
   ASSERT_TRUE(status);
   EXPECT_EQ(status->max_attempts, 9);
@@ -226,7 +240,7 @@ TEST_F(NotifySql, DefaultScheduleIsNineAttemptsTheFirstAtOnce) {
 
 TEST_F(NotifySql, RolledBackTransactionSchedulesNothing) {
   {
-    pqxx::connection c{db_};
+    pqxx::connection c{consumer_db_};
     pqxx::work tx{c};
     Notify(tx, "http://example.com/", "x");
     tx.abort();
@@ -236,7 +250,7 @@ TEST_F(NotifySql, RolledBackTransactionSchedulesNothing) {
 
 TEST_F(NotifySql, ClaimLeasesEachDueAttemptOnceAndResendsAfterAnExpiredLease) {
   auto id = NotifyOne("http://a.example/hook");
-  pqxx::connection c{db_};
+  pqxx::connection c{relay_db_};  // the worker's session
   auto claim = [&] {
     pqxx::work tx{c};
     auto r = tx.exec("SELECT id, attempt, lease_token::text FROM inbox.claim_notifications(10, '10 min', 4)");
@@ -256,8 +270,9 @@ TEST_F(NotifySql, ClaimLeasesEachDueAttemptOnceAndResendsAfterAnExpiredLease) {
   EXPECT_EQ(claim().size(), 0u) << "a leased attempt is not handed out twice";
   EXPECT_TRUE(Status(id).in_flight);
 
-  // The worker died: its lease expires.
-  pqxx::nontransaction(c).exec("UPDATE inbox.notifications SET next_attempt_at = now() - interval '1 s'");
+  // The worker died: its lease expires (the owner moves the clock on).
+  pqxx::connection owner{db_};
+  pqxx::nontransaction(owner).exec("UPDATE inbox.notifications SET next_attempt_at = now() - interval '1 s'");
   auto again = claim();
   ASSERT_EQ(again.size(), 1u);
   EXPECT_EQ(again[0][1].as<int>(), 1) << "the same attempt is sent again";
@@ -279,7 +294,7 @@ TEST_F(NotifySql, ClaimLeasesEachDueAttemptOnceAndResendsAfterAnExpiredLease) {
 TEST_F(NotifySql, ClaimCapsAttemptsPerHost) {
   for (int i = 0; i < 5; ++i) NotifyOne("http://slow.example/hook");
   for (int i = 0; i < 2; ++i) NotifyOne("http://fast.example:80/hook");
-  pqxx::connection c{db_};
+  pqxx::connection c{relay_db_};
   {
     pqxx::work tx{c};
     auto r = tx.exec(
@@ -354,7 +369,7 @@ TEST_F(NotifySql, PurgeRemovesOnlyOldFinishedNotifications) {
                    old_delivered);
     tx.commit();
   }
-  pqxx::connection conn{db_};
+  pqxx::connection conn{relay_db_};  // retention is the worker's
   EXPECT_EQ(PurgeNotifications(conn, std::chrono::hours(24), 1), 1);
   EXPECT_EQ(Scalar("SELECT string_agg(id::text, ',' ORDER BY id) FROM inbox.notifications"),
             std::to_string(recent_delivered) + "," + std::to_string(pending));
@@ -365,7 +380,7 @@ TEST_F(NotifySql, PurgeRemovesOnlyOldFinishedNotifications) {
 
 TEST_F(NotifierWorker, RejectsBadOptionsListingEveryProblem) {
   NotifierOptions o;
-  o.conninfo = db_;
+  o.conninfo = relay_db_;
   o.request_timeout = 10s;
   o.lease = 5s;
   o.max_per_host = 0;
@@ -393,7 +408,7 @@ TEST_F(NotifierWorker, DeliversOnTheAttemptAfterNFailuresFollowingTheSchedule) {
   auto status = Status(id);
   EXPECT_EQ(status.attempts, 3);
   EXPECT_EQ(status.last_status_code, 200);
-  EXPECT_EQ(status.last_response, "ok");
+  EXPECT_EQ(status.last_response, "") << "replies are read and dropped unless store_replies";
   auto attempts = Attempts(id);
   ASSERT_EQ(attempts.size(), 3u);
   EXPECT_EQ(attempts[0].outcome, "failed");
@@ -509,7 +524,7 @@ TEST_F(NotifierWorker, SeveralWorkersNeverSendOneAttemptTwice) {
   constexpr int kCount = 60;
   std::vector<std::int64_t> ids;
   {
-    pqxx::connection c{db_};
+    pqxx::connection c{consumer_db_};
     pqxx::work tx{c};
     for (int i = 0; i < kCount; ++i) {
       ids.push_back(Notify(tx, receiver.Url("/n"), "x", {}, std::vector<milliseconds>{50ms}));

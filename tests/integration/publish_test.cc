@@ -21,14 +21,16 @@ class Publish : public ::testing::Test {
     db_ = test::FreshDatabase();
     spdlog::logger log{"null", std::make_shared<spdlog::sinks::null_sink_mt>()};
     relay::Migrate(db_, relay::EmbeddedMigrations(), log);
+    producer_db_ = test::As(test::Login::kProducer, db_);
   }
   int Rows() {
     pqxx::connection c{db_};
     pqxx::work tx{c};
     return tx.exec1("SELECT count(*) FROM outbox.messages")[0].as<int>();
   }
+  // The error of `sql` run by a producer ("" if none).
   std::string SqlError(const std::string& sql) {
-    pqxx::connection c{db_};
+    pqxx::connection c{producer_db_};
     pqxx::work tx{c};
     try {
       tx.exec(sql);
@@ -37,15 +39,17 @@ class Publish : public ::testing::Test {
     }
     return "";
   }
-  std::string db_;
+  std::string db_;           // the owner's: migrations and the test's own checks
+  std::string producer_db_;  // publishes, as services do
 };
 
 TEST_F(Publish, CommittedTransactionLeavesARow) {
-  pqxx::connection c{db_};
+  pqxx::connection c{producer_db_};
   pqxx::work tx{c};
   auto id = outbox::Publish(tx, "orders", std::string_view("order-1"), "payload", {{"type", "created"}});
   tx.commit();
-  pqxx::work check{c};
+  pqxx::connection owner{db_};
+  pqxx::work check{owner};
   auto row = check.exec_params1(
       "SELECT topic, key, convert_from(payload, 'UTF8'), headers->>'type' FROM outbox.messages "
       "WHERE message_id = $1::uuid", id);
@@ -57,7 +61,7 @@ TEST_F(Publish, CommittedTransactionLeavesARow) {
 
 // The API takes pqxx::transaction_base&, like libpqxx's own: any kind of transaction.
 TEST_F(Publish, WorksInASerializableTransactionAndASubtransaction) {
-  pqxx::connection c{db_};
+  pqxx::connection c{producer_db_};
   {
     pqxx::transaction<pqxx::serializable> tx{c};
     outbox::Publish(tx, "orders", std::string_view("k"), "serializable");
@@ -77,7 +81,8 @@ TEST_F(Publish, WorksInASerializableTransactionAndASubtransaction) {
     }
     tx.commit();
   }
-  pqxx::work check{c};
+  pqxx::connection owner{db_};
+  pqxx::work check{owner};
   auto r = check.exec("SELECT convert_from(payload, 'UTF8') FROM outbox.messages ORDER BY id");
   ASSERT_EQ(r.size(), 2u);
   EXPECT_EQ(r[0][0].as<std::string>(), "serializable");
@@ -86,7 +91,7 @@ TEST_F(Publish, WorksInASerializableTransactionAndASubtransaction) {
 
 TEST_F(Publish, RolledBackTransactionLeavesNothing) {
   {
-    pqxx::connection c{db_};
+    pqxx::connection c{producer_db_};
     pqxx::work tx{c};
     tx.exec("SELECT outbox.publish('orders', 'k', 'x'::bytea)");
     tx.abort();
@@ -96,9 +101,15 @@ TEST_F(Publish, RolledBackTransactionLeavesNothing) {
 
 TEST_F(Publish, BinaryPayloadsSurviveIntact) {
   std::string bytes{"\0\x01\xff\x7f'\\\"", 7};
+  std::string id;
+  {
+    pqxx::connection c{producer_db_};
+    pqxx::work tx{c};
+    id = outbox::Publish(tx, "bin", std::nullopt, bytes);
+    tx.commit();
+  }
   pqxx::connection c{db_};
   pqxx::work tx{c};
-  auto id = outbox::Publish(tx, "bin", std::nullopt, bytes);
   auto row = tx.exec_params1("SELECT payload, key IS NULL FROM outbox.messages WHERE message_id = $1::uuid", id);
   pqxx::binarystring got{row[0]};
   EXPECT_EQ(got.str(), bytes);
@@ -106,10 +117,15 @@ TEST_F(Publish, BinaryPayloadsSurviveIntact) {
 }
 
 TEST_F(Publish, OneKeyAlwaysMapsToOneLane) {
+  {
+    pqxx::connection c{producer_db_};
+    pqxx::work tx{c};
+    for (int i = 0; i < 20; ++i) tx.exec("SELECT outbox.publish('t', 'same-key', 'x')");
+    for (int i = 0; i < 200; ++i) tx.exec("SELECT outbox.publish('t', NULL, 'x')");
+    tx.commit();
+  }
   pqxx::connection c{db_};
   pqxx::work tx{c};
-  for (int i = 0; i < 20; ++i) tx.exec("SELECT outbox.publish('t', 'same-key', 'x')");
-  for (int i = 0; i < 200; ++i) tx.exec("SELECT outbox.publish('t', NULL, 'x')");
   EXPECT_EQ(tx.exec1("SELECT count(DISTINCT lane) FROM outbox.messages WHERE key = 'same-key'")[0].as<int>(), 1);
   // NULL keys spread over the lanes.
   EXPECT_GT(tx.exec1("SELECT count(DISTINCT lane) FROM outbox.messages WHERE key IS NULL")[0].as<int>(), 8);
@@ -135,7 +151,12 @@ TEST_F(Publish, ProducerRoleMayOnlyPublish) {
     pqxx::nontransaction tx{c};
     tx.exec("DROP ROLE IF EXISTS app_writer");
     tx.exec("CREATE ROLE app_writer LOGIN IN ROLE outbox_producer");
+  }
+  {
+    pqxx::connection c{producer_db_};
+    pqxx::work tx{c};
     tx.exec("SELECT outbox.publish('t', 'k', 'existing')");
+    tx.commit();
   }
   auto as_app = test::SharedCluster().ConninfoFor(pqxx::connection{db_}.dbname(), "app_writer");
   pqxx::connection c{as_app};
@@ -168,7 +189,12 @@ TEST_F(Publish, RelayRoleReadsAndDeletesButCannotWrite) {
     pqxx::nontransaction tx{c};
     tx.exec("DROP ROLE IF EXISTS relay_user");
     tx.exec("CREATE ROLE relay_user LOGIN IN ROLE outbox_relay");
+  }
+  {
+    pqxx::connection c{producer_db_};
+    pqxx::work tx{c};
     tx.exec("SELECT outbox.publish('t', 'k', 'x')");
+    tx.commit();
   }
   auto as_relay = test::SharedCluster().ConninfoFor(pqxx::connection{db_}.dbname(), "relay_user");
   pqxx::connection c{as_relay};
@@ -183,9 +209,14 @@ TEST_F(Publish, RelayRoleReadsAndDeletesButCannotWrite) {
 }
 
 TEST_F(Publish, TextOverloadStoresUtf8) {
+  {
+    pqxx::connection c{producer_db_};
+    pqxx::work tx{c};
+    tx.exec("SELECT outbox.publish('t', 'k', 'grüße')");
+    tx.commit();
+  }
   pqxx::connection c{db_};
   pqxx::work tx{c};
-  tx.exec("SELECT outbox.publish('t', 'k', 'grüße')");
   EXPECT_EQ(tx.exec1("SELECT convert_from(payload, 'UTF8') FROM outbox.messages")[0].as<std::string>(), "grüße");
 }
 

@@ -8,10 +8,13 @@
 #include <atomic>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <pqxx/pqxx>
+#include <sstream>
 #include <stdexcept>
 
 #include "process.h"
+#include "wait.h"
 
 namespace outbox::test {
 namespace {
@@ -66,6 +69,42 @@ void PgCluster::Down() {
 void PgCluster::Up() {
   auto r = RunProcess({Script(), "up", dir_});
   if (r.code != 0) throw std::runtime_error("starting the server failed: " + r.err);
+}
+
+void PgCluster::RequirePasswordFor(const std::string& user) {
+  const std::string hba = dir_ + "/data/pg_hba.conf";
+  std::stringstream rules;
+  {
+    std::ifstream in{hba};
+    if (!in) throw std::runtime_error("cannot read " + hba);
+    rules << in.rdbuf();
+  }
+  {
+    // First match wins: these lines go before the trust lines.
+    std::ofstream out{hba, std::ios::trunc};
+    out << "local all " << user << " scram-sha-256\n"
+        << "host all " << user << " 127.0.0.1/32 scram-sha-256\n"
+        << "host all " << user << " ::1/128 scram-sha-256\n"
+        << rules.str();
+    if (!out) throw std::runtime_error("cannot write " + hba);
+  }
+  {
+    pqxx::connection c{conninfo_};
+    pqxx::nontransaction(c).exec("SELECT pg_reload_conf()");
+  }
+  // The postmaster reads the file when the reload signal reaches it.
+  const auto probe = ConninfoFor("postgres", user);
+  bool applied = WaitUntil(
+      [&] {
+        try {
+          pqxx::connection c{probe};
+          return false;
+        } catch (const std::exception& e) {
+          return std::string(e.what()).find("no password supplied") != std::string::npos;
+        }
+      },
+      std::chrono::seconds(30));
+  if (!applied) throw std::runtime_error("the server did not start asking " + user + " for a password");
 }
 
 PgCluster& SharedCluster() {

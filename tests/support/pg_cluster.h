@@ -27,6 +27,10 @@ class PgCluster {
   // Stops the server (keeping its data) until Up starts it again on the same port.
   void Down();
   void Up();
+  // From now on `user` (a login with a password) must authenticate with its password
+  // (scram-sha-256), on the socket and on TCP; every other login stays trust. Returns once
+  // the server applies it (a password-less connection of `user` is refused).
+  void RequirePasswordFor(const std::string& user);
   const std::string& dir() const { return dir_; }
 
  private:

@@ -64,7 +64,9 @@ struct NotificationStatus {
   bool in_flight = false;                // a worker is sending attempt attempts + 1
   std::optional<int> last_status_code;   // HTTP status of the last finished attempt
   std::string last_error;                // why the last finished attempt failed, if it did
-  std::string last_response;             // start of the last answer body
+  // Start of the last answer body; empty unless the worker keeps replies
+  // (`outbox-relay notify --store-replies`, NotifierOptions::store_replies).
+  std::string last_response;
 };
 
 // The status of one notification (SELECT * FROM inbox.notification_status(id)), or
