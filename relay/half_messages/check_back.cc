@@ -152,12 +152,20 @@ void CheckBack::Connect() {
   try {
     conn_ = std::make_unique<PgConnection>(config_.db, "outbox-relay-checkback");
     backoff_.Succeeded();
-    log_->debug("check-back connected to PostgreSQL");
+    long long failed = repeat_log_.Clear("connect");
+    if (failed > 0) {
+      log_->info("check-back connected to PostgreSQL after {} failed attempts", failed);
+    } else {
+      log_->debug("check-back connected to PostgreSQL");
+    }
   } catch (const PgError& e) {
     conn_.reset();
     auto wait = backoff_.Failed();
     db_resume_at_ = Clock::now() + wait;
-    log_->warn("check-back cannot use PostgreSQL, retrying in {}ms error={}", wait.count(), e.what());
+    // The relay loop reports the same outage: one line here per 10 s at most.
+    if (auto suffix = repeat_log_.Note("connect", std::chrono::steady_clock::now())) {
+      log_->warn("check-back cannot use PostgreSQL, retrying in {}ms error={}{}", wait.count(), e.what(), *suffix);
+    }
   }
 }
 

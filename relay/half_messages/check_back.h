@@ -11,6 +11,7 @@
 
 #include <outbox/retry.h>
 
+#include "core/repeat_log.h"
 #include "common/config.h"
 #include "webhooks/egress_policy.h"
 #include "ops/relay_metrics.h"
@@ -104,6 +105,7 @@ class CheckBack {
   std::map<std::uint64_t, InFlight> in_flight_;
   std::uint64_t next_tag_ = 1;
   ReconnectBackoff backoff_;  // PostgreSQL reconnects: 100 ms doubling to 5 s
+  RepeatLog repeat_log_;      // connection failures: once per 10 s with their count
   // After a failed statement (the session still up): 500 ms doubling to 30 s, with
   // jitter, so a statement that keeps failing neither spins nor floods the log.
   ReconnectBackoff statement_backoff_;

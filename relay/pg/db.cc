@@ -1,4 +1,5 @@
 #include "pg/db.h"
+#include "pg/pg.h"
 
 #include <libpq-fe.h>
 
@@ -43,9 +44,7 @@ void CheckConninfo(const std::string& conninfo) {
 }
 
 std::string SafeDbError(const std::string& what, const std::string& conninfo) {
-  std::string s = RedactSecret(what, PasswordOf(conninfo));
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-  return s;
+  return OneLine(RedactSecret(what, PasswordOf(conninfo)));
 }
 
 std::unique_ptr<pqxx::connection> Connect(const std::string& conninfo,

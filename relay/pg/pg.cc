@@ -25,6 +25,9 @@ PgConnection::PgConnection(const std::string& conninfo, const std::string& appli
     throw PgError(SafeDbError(msg, conninfo), "08001", true);
   }
   if (const char* pw = PQpass(conn_.get())) password_ = pw;
+  // libpq prints notices (and a FATAL the server sends before closing an idle session)
+  // raw on stderr by default: not a log entry. What matters reaches the caller as an error.
+  PQsetNoticeProcessor(conn_.get(), [](void*, const char*) {}, nullptr);
 }
 
 PgConnection::~PgConnection() = default;
@@ -44,7 +47,7 @@ PgResult PgConnection::Check(PGresult* raw) {
   }
   std::string msg = r ? PQresultErrorMessage(r.get()) : PQerrorMessage(conn_.get());
   if (msg.empty()) msg = PQerrorMessage(conn_.get());
-  throw PgError(RedactSecret(msg, password_), sqlstate, lost);
+  throw PgError(OneLine(RedactSecret(msg, password_)), sqlstate, lost);
 }
 
 namespace {
@@ -79,7 +82,7 @@ PgResult PgConnection::ExecPrepared(const std::string& name,
 
 std::vector<std::string> PgConnection::ConsumeNotifications() {
   if (!PQconsumeInput(conn_.get())) {
-    throw PgError(RedactSecret(PQerrorMessage(conn_.get()), password_), "08006", true);
+    throw PgError(OneLine(RedactSecret(PQerrorMessage(conn_.get()), password_)), "08006", true);
   }
   std::vector<std::string> channels;
   while (PGnotify* n = PQnotifies(conn_.get())) {
@@ -100,6 +103,25 @@ std::int32_t ReadInt4(const PGresult* r, int row, int col) {
   std::uint32_t v;
   std::memcpy(&v, PQgetvalue(r, row, col), 4);
   return static_cast<std::int32_t>(ntohl(v));
+}
+
+std::string OneLine(const std::string& what) {
+  std::string s;
+  s.reserve(what.size());
+  bool joining = false;  // after a line break: skip its indentation
+  for (char c : what) {
+    if (c == '\n' || c == '\r') {
+      joining = true;
+    } else if (joining && (c == ' ' || c == '\t')) {
+      continue;
+    } else {
+      if (joining && !s.empty()) s += ' ';
+      joining = false;
+      s += c == '\t' ? ' ' : c;
+    }
+  }
+  while (!s.empty() && s.back() == ' ') s.pop_back();
+  return s;
 }
 
 bool ReadBool(const PGresult* r, int row, int col) { return PQgetvalue(r, row, col)[0] != 0; }

@@ -65,6 +65,10 @@ class PgConnection {
 // A text-format value; NULL reads as "".
 std::string TextValue(const PgResult& r, int row, int col);
 
+// libpq's multi-line message on one line (a log entry is one line): each line break and
+// the indentation after it become one space; trailing blanks go.
+std::string OneLine(const std::string& what);
+
 // Helpers for binary result values.
 std::int64_t ReadInt8(const PGresult* r, int row, int col);
 std::int32_t ReadInt4(const PGresult* r, int row, int col);

@@ -10,15 +10,6 @@ namespace {
 
 bool Contains(const std::string& text, const char* part) { return text.find(part) != std::string::npos; }
 
-// libpq's message on one line ("...failed: FATAL: ... \npassword retrieved from file ...").
-std::string OneLine(std::string what) {
-  for (char& c : what) {
-    if (c == '\n' || c == '\t') c = ' ';
-  }
-  while (!what.empty() && what.back() == ' ') what.pop_back();
-  return what;
-}
-
 // A connection failure that the same attempt later will meet again. libpq reports no
 // SQLSTATE for a failed connection, so the server's message decides.
 std::string PermanentConnectProblem(const std::string& raw) {

@@ -616,10 +616,13 @@ TEST_F(RelayE2e, PostgresDownIsLoggedOncePerIntervalAndReadyzSaysWhy) {
   ASSERT_TRUE(waited) << outage;
   EXPECT_EQ(readyz.status, 503);
   EXPECT_THAT(readyz.body, HasSubstr("not ready: no PostgreSQL session"));
-  // One line when it started and at most one summary per 10 s: not one per attempt.
+  // One line when it started and at most one summary per 10 s, for the relay loop and
+  // for the check-back worker: not one per attempt. Each entry is one line.
   EXPECT_EQ(LinesWith(outage, "lost the PostgreSQL session"), 1) << outage;
-  EXPECT_LE(LinesWith(outage, "cannot use PostgreSQL"), 2) << outage;
+  EXPECT_LE(LinesWith(outage, "warning cannot use PostgreSQL"), 2) << outage;
+  EXPECT_LE(LinesWith(outage, "check-back cannot use PostgreSQL"), 2) << outage;
   EXPECT_LE(LinesWith(outage, "\n"), 8) << outage;
+  EXPECT_EQ(LinesWith(outage, "\n\t"), 0) << "a log entry spread over several lines:\n" << outage;
   ASSERT_TRUE(test::WaitUntil([&] { return test::HttpGet(port, "/readyz").status == 200; }, 60s)) << relay->Stderr();
   EXPECT_THAT(relay->Stderr().substr(before), HasSubstr("failed attempts)"));
   Prefill(20, 4);
