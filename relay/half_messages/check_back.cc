@@ -140,7 +140,7 @@ milliseconds CheckBack::Jittered(milliseconds d, double spread) {
 
 void CheckBack::Connect() {
   try {
-    conn_ = std::make_unique<PgConnection>(config_.db, "outbox-relay-checkback");
+    conn_ = std::make_unique<PgConnection>(config_.db, "outbox-relay-checkback", config_.session_timeout);
     backoff_.Succeeded();
     log_->debug("check-back connected to PostgreSQL");
   } catch (const PgError& e) {

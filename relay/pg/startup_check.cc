@@ -37,10 +37,10 @@ struct Need {
 
 }  // namespace
 
-void CheckStartup(const std::string& conninfo, StartupRole role) {
+void CheckStartup(const std::string& conninfo, StartupRole role, std::chrono::milliseconds session_timeout) {
   std::unique_ptr<PgConnection> conn;
   try {
-    conn = std::make_unique<PgConnection>(conninfo, "outbox-relay-startup");
+    conn = std::make_unique<PgConnection>(conninfo, "outbox-relay-startup", session_timeout);
   } catch (const PgError& e) {
     auto problem = PermanentConnectProblem(e.what());
     if (!problem.empty()) throw ConfigError({problem});

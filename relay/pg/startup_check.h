@@ -7,7 +7,10 @@
 // in a loop). An unreachable server is not such a problem: the command starts and
 // retries with backoff, as outages heal.
 
+#include <chrono>
 #include <string>
+
+#include "common/config.h"
 
 namespace outbox::relay {
 
@@ -17,7 +20,9 @@ enum class StartupRole {
 };
 
 // Throws ConfigError naming the fix; returns normally when the setup is usable or the
-// server cannot be reached right now. Never prints the password.
-void CheckStartup(const std::string& conninfo, StartupRole role);
+// server cannot be reached right now (within session_timeout on a silent network). Never
+// prints the password.
+void CheckStartup(const std::string& conninfo, StartupRole role,
+                  std::chrono::milliseconds session_timeout = kDefaultSessionTimeout);
 
 }  // namespace outbox::relay
