@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Throwaway PostgreSQL 15 clusters for tests, benchmarks and the quickstart.
 #
-#   ops/pg-tmp.sh start DIR [--owner-pid PID]   init + start; prints one conninfo line
+#   ops/pg-tmp.sh start DIR [--owner-pid PID] [--listen ADDR] [--trust CIDR]
+#                                               init + start; prints one conninfo line
 #   ops/pg-tmp.sh stop DIR                      stop and delete DIR
 #   ops/pg-tmp.sh restart DIR [fast|immediate]  restart on the same port (fault tests)
 #   ops/pg-tmp.sh down DIR | up DIR             stop the server, keep DIR; start it again
@@ -10,7 +11,9 @@
 # Works as root (runs the server as the postgres user) and as a normal user. Each
 # cluster has its own socket directory and a free port, so parallel runs never collide.
 # With --owner-pid, a watchdog stops the cluster and deletes DIR once PID is gone, so a
-# test that crashes or is killed leaves nothing running.
+# test that crashes or is killed leaves nothing running. --listen adds an address to
+# listen on besides 127.0.0.1 (kept across restarts), --trust lets clients from CIDR in
+# without a password (pg_hba.conf), e.g. a network namespace of a partition test.
 # Extra server settings: PG_TMP_OPTS="-c shared_buffers=256MB ...".
 set -euo pipefail
 
@@ -32,15 +35,16 @@ conninfo() {
 }
 
 server_opts() {
-  local dir=$1 port=$2
-  echo "-c port=$port -c listen_addresses=127.0.0.1 -c unix_socket_directories=$dir/sock" \
+  local dir=$1 port=$2 listen=127.0.0.1
+  [ -s "$dir/listen" ] && listen="127.0.0.1,$(cat "$dir/listen")"
+  echo "-c port=$port -c listen_addresses=$listen -c unix_socket_directories=$dir/sock" \
        "-c wal_level=logical -c max_connections=300 -c max_wal_senders=10" \
        "-c max_replication_slots=10 -c fsync=off -c full_page_writes=off" \
        "-c shared_buffers=128MB -c log_min_messages=warning ${PG_TMP_OPTS:-}"
 }
 
 start() {
-  local dir=$1 owner_pid=${2:-}
+  local dir=$1 owner_pid=${2:-} listen=${3:-} trust=${4:-}
   [ -x "$PGBIN/initdb" ] || die "PostgreSQL 15 is not installed ($PGBIN/initdb missing); run ops/install-deps.sh"
   mkdir -p "$dir"
   dir=$(cd "$dir" && pwd)
@@ -54,6 +58,10 @@ start() {
   fi
   as_owner "$PGBIN/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 --no-sync \
     >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; die "initdb failed"; }
+  [ -n "$listen" ] && echo "$listen" >"$dir/listen"
+  if [ -n "$trust" ]; then
+    echo "host all all $trust trust" | as_owner tee -a "$dir/data/pg_hba.conf" >/dev/null
+  fi
   local attempt port
   for attempt in $(seq 1 20); do
     port=$(( 20000 + (RANDOM * 32768 + RANDOM) % 40000 ))
@@ -110,10 +118,18 @@ restart() {
 cmd=${1:-}
 case "$cmd" in
   start)
-    [ $# -ge 2 ] || die "usage: pg-tmp.sh start DIR [--owner-pid PID]"
-    owner=""
-    if [ "${3:-}" = "--owner-pid" ]; then owner=${4:?--owner-pid needs a PID}; fi
-    start "$2" "$owner" ;;
+    [ $# -ge 2 ] || die "usage: pg-tmp.sh start DIR [--owner-pid PID] [--listen ADDR] [--trust CIDR]"
+    dir=$2 owner="" listen="" trust=""
+    shift 2
+    while [ $# -gt 0 ]; do
+      case "$1" in
+        --owner-pid) owner=${2:?--owner-pid needs a PID}; shift 2 ;;
+        --listen) listen=${2:?--listen needs an address}; shift 2 ;;
+        --trust) trust=${2:?--trust needs a CIDR}; shift 2 ;;
+        *) die "start: unknown argument $1" ;;
+      esac
+    done
+    start "$dir" "$owner" "$listen" "$trust" ;;
   stop) [ $# -ge 2 ] || die "usage: pg-tmp.sh stop DIR"; stop "$2" ;;
   down) [ $# -ge 2 ] || die "usage: pg-tmp.sh down DIR"; down "$2" ;;
   up) [ $# -ge 2 ] || die "usage: pg-tmp.sh up DIR"; up "$2" ;;

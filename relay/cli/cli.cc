@@ -13,6 +13,7 @@
 #include "common/errors.h"
 #include "common/host_port.h"
 #include "kafka/kafka_settings.h"
+#include "pg/session_timeout.h"
 #include "webhooks/egress_policy.h"
 
 extern char** environ;
@@ -70,6 +71,16 @@ const std::vector<Option<Invocation>>& CommonOptions() {
            Choice("log-format", &LogConfig::json, {{"text", false}, {"json", true}}, "FORMAT", "log line format")),
   };
   return kOptions;
+}
+
+// --session-timeout of `run` and `notify` (pg/session_timeout.h). `effect` says what it
+// bounds for the command.
+template <class C>
+Option<C> SessionTimeout(std::chrono::milliseconds C::*member, const std::string& effect) {
+  return Duration("session-timeout", member, kMinSessionTimeout, kMaxSessionTimeout,
+                  "a PostgreSQL session whose network is silent this long ends on the server and here "
+                  "(TCP keepalives and user timeout, set per session; not over Unix sockets): " +
+                      effect);
 }
 
 Problems CheckEgress(const std::string& value) {
@@ -240,6 +251,8 @@ const std::vector<CommandSpec>& Commands() {
                  Duration("kafka-stall-timeout", &RunConfig::kafka_stall_timeout, milliseconds{0}, hours{1},
                           "when Kafka acknowledges nothing this long while records wait, hand the lanes to "
                           "other relays until it answers again (0: never)"),
+                 SessionTimeout(&RunConfig::session_timeout,
+                                "a cut-off relay's lanes move after about this plus --rebalance-interval"),
                  Text("metrics-listen", &RunConfig::metrics_listen, "HOST:PORT",
                       "serve /metrics, /healthz, /readyz on HOST:PORT", "off", CheckListen),
                  List("kafka-conf", &RunConfig::kafka_conf, "KEY=VALUE",
@@ -290,6 +303,8 @@ const std::vector<CommandSpec>& Commands() {
                           "look for due notifications this often"),
                  Duration("stats-interval", &NotifyConfig::stats_interval, milliseconds{100}, hours{1},
                           "refresh the backlog metrics this often"),
+                 SessionTimeout(&NotifyConfig::session_timeout,
+                                "a statement on a dead network fails after this instead of hanging"),
                  Duration("retention", &NotifyConfig::retention, milliseconds{0}, hours{3650 * 24},
                           "delete delivered/exhausted notifications older than this; 0s = keep them"),
                  Duration("retention-interval", &NotifyConfig::retention_interval, seconds{1}, hours{24},

@@ -51,7 +51,7 @@ class MetricsObserver final : public RelayObserver {
 
 int RunRelay(const RunConfig& c, std::shared_ptr<spdlog::logger> log) {
   CheckConninfo(c.db);
-  CheckStartup(c.db, StartupRole::kRelay);  // what waiting cannot heal ends here, exit 2
+  CheckStartup(c.db, StartupRole::kRelay, c.session_timeout);  // what waiting cannot heal ends here, exit 2
   TerminationWatcher termination;  // first: outlives everything that polls its descriptor
   auto registry = std::make_shared<prometheus::Registry>();
   RelayMetrics metrics{*registry};
@@ -64,7 +64,7 @@ int RunRelay(const RunConfig& c, std::shared_ptr<spdlog::logger> log) {
   SteadyClock clock;
   KafkaProducer producer{c.brokers, c.kafka_conf, log};
   auto connect = [&c]() -> std::unique_ptr<OutboxStore> {
-    return std::make_unique<PgOutboxStore>(c.db, "outbox-relay");
+    return std::make_unique<PgOutboxStore>(c.db, "outbox-relay", c.session_timeout);
   };
   Relay relay{c, RelayLimits{}, clock, connect, producer, observer, log, std::random_device{}()};
   std::unique_ptr<MetricsServer> server;
@@ -76,7 +76,7 @@ int RunRelay(const RunConfig& c, std::shared_ptr<spdlog::logger> log) {
     });
     log->info("serving /metrics /healthz /readyz port={}", server->port());
   }
-  StatsPoller stats{c.db, c.stats_interval, metrics, owned_lanes, log};
+  StatsPoller stats{c.db, c.stats_interval, c.session_timeout, metrics, owned_lanes, log};
   CheckBack check_back{c, log, metrics};  // half messages: own thread and session (issue 5)
   return relay.Run(termination.stop(), termination.wake_fd());
 }

@@ -12,6 +12,13 @@ namespace outbox::relay {
 // Configuration of each subcommand: plain data, parsed and validated once by
 // ParseCommandLine (cli.h), then passed by const&.
 
+// --session-timeout: a PostgreSQL session whose peer stops answering for this long ends,
+// on the server (its advisory locks, the lanes, are freed) and in the relay (a statement
+// fails instead of hanging). 20 s: lanes of a cut-off relay move within about 21 s (this
+// plus --rebalance-interval), while network hiccups TCP recovers from (a few lost packets,
+// a switch or router fail-over of a few seconds) end no session. pg/session_timeout.h.
+inline constexpr std::chrono::milliseconds kDefaultSessionTimeout{20000};
+
 struct LogConfig {
   std::string level = "info";   // trace, debug, info, warn, error
   bool json = false;            // one JSON object per line instead of text
@@ -35,6 +42,8 @@ struct RunConfig {
   // Kafka acknowledged nothing for this long while records wait: hand the lanes to relays
   // that can reach it, probe, rejoin when it answers (docs/relay.md). 0 = never.
   std::chrono::milliseconds kafka_stall_timeout{30000};
+  // A silent network ends each PostgreSQL session (and frees its lanes) within this.
+  std::chrono::milliseconds session_timeout{kDefaultSessionTimeout};
   std::string metrics_listen;   // host:port for /metrics, /healthz, /readyz; empty = off
   // librdkafka properties from a Java-properties file (key=value per line, # comments):
   // the way to keep SASL/TLS secrets off the command line. --kafka-conf entries win.
@@ -69,6 +78,9 @@ struct NotifyConfig {
   std::chrono::milliseconds lease{60000};
   std::chrono::milliseconds poll_interval{500};      // look for due notifications
   std::chrono::milliseconds stats_interval{5000};    // backlog metrics refresh
+  // A silent network ends the worker's PostgreSQL session within this (its statements
+  // fail instead of hanging; leases are time-based and do not depend on the session).
+  std::chrono::milliseconds session_timeout{kDefaultSessionTimeout};
   std::chrono::milliseconds retention{7 * 24 * 3600 * 1000LL};  // keep finished rows; 0 = forever
   std::chrono::milliseconds retention_interval{600000};         // how often to purge
   // Hosts and CIDRs notifications may reach besides public addresses (docs/security.md).

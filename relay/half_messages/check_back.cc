@@ -150,7 +150,7 @@ milliseconds CheckBack::Jittered(milliseconds d, double spread) {
 
 void CheckBack::Connect() {
   try {
-    conn_ = std::make_unique<PgConnection>(config_.db, "outbox-relay-checkback");
+    conn_ = std::make_unique<PgConnection>(config_.db, "outbox-relay-checkback", config_.session_timeout);
     backoff_.Succeeded();
     long long failed = repeat_log_.Clear("connect");
     if (failed > 0) {

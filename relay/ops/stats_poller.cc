@@ -10,9 +10,15 @@
 
 namespace outbox::relay {
 
-StatsPoller::StatsPoller(std::string conninfo, std::chrono::milliseconds interval, RelayMetrics& metrics,
-                         const OwnedLaneSet& owned, std::shared_ptr<spdlog::logger> log)
-    : conninfo_(std::move(conninfo)), interval_(interval), metrics_(metrics), owned_(owned), log_(std::move(log)) {
+StatsPoller::StatsPoller(std::string conninfo, std::chrono::milliseconds interval,
+                         std::chrono::milliseconds session_timeout, RelayMetrics& metrics, const OwnedLaneSet& owned,
+                         std::shared_ptr<spdlog::logger> log)
+    : conninfo_(std::move(conninfo)),
+      interval_(interval),
+      session_timeout_(session_timeout),
+      metrics_(metrics),
+      owned_(owned),
+      log_(std::move(log)) {
   thread_ = std::thread([this] { Loop(); });
 }
 
@@ -39,7 +45,7 @@ void StatsPoller::Loop() {
 }
 
 void StatsPoller::RefreshOnce() {
-  if (!conn_) conn_ = std::make_unique<PgConnection>(conninfo_, "outbox-relay-stats");
+  if (!conn_) conn_ = std::make_unique<PgConnection>(conninfo_, "outbox-relay-stats", session_timeout_);
   auto& conn = *conn_;
   std::map<int, LanePending> by_lane;
   for (const auto& l : PendingPerLane(conn)) by_lane[l.lane] = l;

@@ -22,8 +22,9 @@ namespace outbox::relay {
 // pending row once.
 class StatsPoller {
  public:
-  StatsPoller(std::string conninfo, std::chrono::milliseconds interval, RelayMetrics& metrics,
-              const OwnedLaneSet& owned, std::shared_ptr<spdlog::logger> log);
+  // session_timeout bounds its session like the relay's (pg/session_timeout.h).
+  StatsPoller(std::string conninfo, std::chrono::milliseconds interval, std::chrono::milliseconds session_timeout,
+              RelayMetrics& metrics, const OwnedLaneSet& owned, std::shared_ptr<spdlog::logger> log);
   ~StatsPoller();  // stops and joins
 
  private:
@@ -32,6 +33,7 @@ class StatsPoller {
 
   std::string conninfo_;
   std::chrono::milliseconds interval_;
+  std::chrono::milliseconds session_timeout_;
   RelayMetrics& metrics_;
   const OwnedLaneSet& owned_;
   std::map<int, std::pair<prometheus::Gauge*, prometheus::Gauge*>> exported_;  // lane -> gauges (poller thread)

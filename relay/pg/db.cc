@@ -5,6 +5,7 @@
 
 #include "common/errors.h"
 #include "common/redact.h"
+#include "pg/session_timeout.h"
 
 namespace outbox::relay {
 namespace {
@@ -47,23 +48,22 @@ std::string SafeDbError(const std::string& what, const std::string& conninfo) {
   return OneLine(RedactSecret(what, PasswordOf(conninfo)));
 }
 
-std::unique_ptr<pqxx::connection> Connect(const std::string& conninfo,
-                                          const std::string& application_name) {
+std::unique_ptr<pqxx::connection> Connect(const std::string& conninfo, const std::string& application_name,
+                                          std::chrono::milliseconds session_timeout) {
   CheckConninfo(conninfo);
-  // application_name goes last so it names this connection in pg_stat_activity, unless
-  // the user set one (libpq: the last setting wins, so only add it when absent).
-  std::string full = conninfo;
-  if (full.find("application_name") == std::string::npos) {
-    bool uri = full.rfind("postgres://", 0) == 0 || full.rfind("postgresql://", 0) == 0;
-    if (uri) {
-      full += (full.find('?') == std::string::npos ? "?" : "&") + std::string("application_name=") +
-              application_name;
-    } else {
-      full += " application_name=" + application_name;
-    }
-  }
+  const auto keepalives = KeepalivesFor(session_timeout);
+  // A key=value conninfo with the client side of the session timeout where the user set
+  // none. application_name goes last so it names this connection in pg_stat_activity,
+  // unless the user set one (libpq: the last setting wins, so only add it when absent).
+  std::string full = WithClientKeywords(conninfo, keepalives);
+  if (full.find("application_name=") == std::string::npos) full += " application_name=" + application_name;
   try {
-    return std::make_unique<pqxx::connection>(full);
+    auto c = std::make_unique<pqxx::connection>(full);
+    {
+      pqxx::nontransaction tx{*c};
+      tx.exec(ServerSettingsStatement(keepalives));
+    }
+    return c;
   } catch (const std::exception& e) {
     throw RuntimeError("cannot connect to PostgreSQL (" + RedactConninfo(conninfo) +
                        "): " + SafeDbError(e.what(), conninfo));

@@ -32,8 +32,9 @@ std::vector<OutboxRow> DecodeRows(const PGresult* res) {
 
 }  // namespace
 
-PgOutboxStore::PgOutboxStore(const std::string& conninfo, const std::string& application_name) {
-  conn_ = std::make_unique<PgConnection>(conninfo, application_name);
+PgOutboxStore::PgOutboxStore(const std::string& conninfo, const std::string& application_name,
+                             std::chrono::milliseconds session_timeout) {
+  conn_ = std::make_unique<PgConnection>(conninfo, application_name, session_timeout);
   Open();
 }
 

@@ -16,8 +16,10 @@ namespace outbox::relay {
 // results. Its failures are PgError, which is the core's StoreError. Not thread-safe.
 class PgOutboxStore final : public OutboxStore {
  public:
-  // Connects, LISTENs to outbox_relay, prepares statements. Throws StoreError.
-  PgOutboxStore(const std::string& conninfo, const std::string& application_name);
+  // Connects (the session bounded by session_timeout, pg/session_timeout.h), LISTENs to
+  // outbox_relay, prepares statements. Throws StoreError.
+  PgOutboxStore(const std::string& conninfo, const std::string& application_name,
+                std::chrono::milliseconds session_timeout);
 
   int LaneCount() override;
   int JoinGroup() override;

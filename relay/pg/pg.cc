@@ -6,20 +6,30 @@
 #include <cstring>
 
 #include "common/errors.h"
-#include "pg/db.h"
 #include "common/redact.h"
+#include "pg/db.h"
+#include "pg/session_timeout.h"
 
 namespace outbox::relay {
 
-PgConnection::PgConnection(const std::string& conninfo, const std::string& application_name) {
+PgConnection::PgConnection(const std::string& conninfo, const std::string& application_name,
+                           std::chrono::milliseconds session_timeout) {
   CheckConninfo(conninfo);
-  // Keywords/values so application_name and keepalives are set without editing the
-  // caller's string (which may be a URI). Later duplicates win in libpq, so the user's
-  // own settings come last and override our defaults.
-  const char* keys[] = {"application_name", "keepalives", "keepalives_idle", "keepalives_interval",
-                        "keepalives_count", "dbname", nullptr};
-  const char* values[] = {application_name.c_str(), "1", "10", "5", "3", conninfo.c_str(), nullptr};
-  conn_.reset(PQconnectdbParams(keys, values, /*expand_dbname=*/1));
+  // Keywords/values so application_name and the client side of the session timeout are
+  // set without editing the caller's string (which may be a URI). Later duplicates win in
+  // libpq, so the user's own settings come last and override these defaults.
+  const auto keepalives = KeepalivesFor(session_timeout);
+  std::vector<std::pair<std::string, std::string>> params = {{"application_name", application_name}};
+  for (auto& kv : ClientKeywords(keepalives)) params.push_back(std::move(kv));
+  params.emplace_back("dbname", conninfo);
+  std::vector<const char*> keys, values;
+  for (const auto& [k, v] : params) {
+    keys.push_back(k.c_str());
+    values.push_back(v.c_str());
+  }
+  keys.push_back(nullptr);
+  values.push_back(nullptr);
+  conn_.reset(PQconnectdbParams(keys.data(), values.data(), /*expand_dbname=*/1));
   if (PQstatus(conn_.get()) != CONNECTION_OK) {
     std::string msg = PQerrorMessage(conn_.get());
     throw PgError(SafeDbError(msg, conninfo), "08001", true);
@@ -28,6 +38,9 @@ PgConnection::PgConnection(const std::string& conninfo, const std::string& appli
   // libpq prints notices (and a FATAL the server sends before closing an idle session)
   // raw on stderr by default: not a log entry. What matters reaches the caller as an error.
   PQsetNoticeProcessor(conn_.get(), [](void*, const char*) {}, nullptr);
+  // The server's side: it ends this session (and frees its advisory locks) once this
+  // relay has been silent for session_timeout, with no server configuration.
+  Exec(ServerSettingsStatement(keepalives));
 }
 
 PgConnection::~PgConnection() = default;

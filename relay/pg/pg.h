@@ -2,12 +2,14 @@
 
 #include <libpq-fe.h>
 
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "common/config.h"
 #include "core/outbox_store.h"
 
 namespace outbox::relay {
@@ -35,8 +37,12 @@ struct PgConnDeleter {
 // Not thread-safe.
 class PgConnection {
  public:
-  // Connects; throws PgError (connection_lost) if the server cannot be reached.
-  PgConnection(const std::string& conninfo, const std::string& application_name);
+  // Connects, then bounds the session on both ends (pg/session_timeout.h): over TCP,
+  // a peer silent for `session_timeout` ends it on the server (its locks are freed) and
+  // here (a statement fails with connection_lost instead of hanging). Throws PgError
+  // (connection_lost) if the server cannot be reached.
+  PgConnection(const std::string& conninfo, const std::string& application_name,
+               std::chrono::milliseconds session_timeout = kDefaultSessionTimeout);
   ~PgConnection();
   PgConnection(const PgConnection&) = delete;
   PgConnection& operator=(const PgConnection&) = delete;

@@ -90,9 +90,10 @@ Requirements RequirementsOf(StartupRole role) {
 
 // Connects. A connection failure that waiting cannot heal is a ConfigError naming the
 // fix; any other (the server cannot be reached now) is rethrown as the PgError.
-std::unique_ptr<PgConnection> Connect(const std::string& conninfo, const std::string& application_name) {
+std::unique_ptr<PgConnection> Connect(const std::string& conninfo, const std::string& application_name,
+                                      std::chrono::milliseconds session_timeout = kDefaultSessionTimeout) {
   try {
-    return std::make_unique<PgConnection>(conninfo, application_name);
+    return std::make_unique<PgConnection>(conninfo, application_name, session_timeout);
   } catch (const PgError& e) {
     auto problem = PermanentConnectProblem(e.what());
     if (!problem.empty()) throw ConfigError({problem});
@@ -143,10 +144,10 @@ void CheckSession(PgConnection& conn, StartupRole role) {
 
 }  // namespace
 
-void CheckStartup(const std::string& conninfo, StartupRole role) {
+void CheckStartup(const std::string& conninfo, StartupRole role, std::chrono::milliseconds session_timeout) {
   std::unique_ptr<PgConnection> conn;
   try {
-    conn = Connect(conninfo, "outbox-relay-startup");
+    conn = Connect(conninfo, "outbox-relay-startup", session_timeout);
   } catch (const PgError&) {
     return;  // unreachable now: the command retries with backoff
   }

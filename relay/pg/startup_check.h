@@ -8,8 +8,11 @@
 // start and retry with backoff, as outages heal; the one-shot operator commands
 // (`status`, `dead-letters`, `prepared`) end with exit 1, so a script may try again.
 
+#include <chrono>
 #include <memory>
 #include <string>
+
+#include "common/config.h"
 
 namespace outbox::relay {
 
@@ -27,8 +30,10 @@ enum class StartupRole {
 };
 
 // For the daemons. Throws ConfigError naming the fix; returns normally when the setup
-// is usable or the server cannot be reached right now. Never prints the password.
-void CheckStartup(const std::string& conninfo, StartupRole role);
+// is usable or the server cannot be reached right now (within session_timeout on a
+// silent network). Never prints the password.
+void CheckStartup(const std::string& conninfo, StartupRole role,
+                  std::chrono::milliseconds session_timeout = kDefaultSessionTimeout);
 
 // For the one-shot operator commands: the same checks on the session the command then
 // uses. Throws ConfigError naming the fix, RuntimeError (exit 1) if the server cannot be

@@ -8,6 +8,8 @@
 #include <outbox/retry.h>
 
 #include "common/errors.h"
+#include "pg/db.h"
+#include "pg/session_timeout.h"
 #include "webhooks/egress_policy.h"
 #include "webhooks/http_client.h"
 
@@ -72,6 +74,16 @@ bool IEquals(std::string_view a, std::string_view b) {
 std::vector<std::string> Validate(const NotifierOptions& o) {
   std::vector<std::string> p;
   if (o.conninfo.empty()) p.push_back("conninfo is empty");
+  try {
+    if (!o.conninfo.empty()) relay::CheckConninfo(o.conninfo);
+  } catch (const relay::ConfigError& e) {
+    for (const auto& problem : e.problems()) p.push_back(problem);
+  }
+  if (o.session_timeout < relay::kMinSessionTimeout || o.session_timeout > relay::kMaxSessionTimeout) {
+    p.push_back("session_timeout must be " + std::to_string(relay::kMinSessionTimeout.count()) + ".." +
+                std::to_string(relay::kMaxSessionTimeout.count()) + " ms, got " +
+                std::to_string(o.session_timeout.count()));
+  }
   if (o.max_in_flight < 1 || o.max_in_flight > 1000) {
     p.push_back("max_in_flight must be 1..1000, got " + std::to_string(o.max_in_flight));
   }
@@ -114,7 +126,11 @@ struct Finished {
 }  // namespace
 
 struct Notifier::Impl {
-  explicit Impl(NotifierOptions o) : opt(std::move(o)), egress(relay::EgressPolicy::Parse(opt.egress_allow)) {}
+  explicit Impl(NotifierOptions o)
+      : opt(std::move(o)),
+        egress(relay::EgressPolicy::Parse(opt.egress_allow)),
+        keepalives(relay::KeepalivesFor(opt.session_timeout)),
+        conninfo(relay::WithClientKeywords(opt.conninfo, keepalives)) {}
 
   void Run();
   bool Connected() const { return conn != nullptr; }
@@ -128,6 +144,8 @@ struct Notifier::Impl {
 
   const NotifierOptions opt;
   const relay::EgressPolicy egress;  // which addresses requests may reach
+  const relay::SessionKeepalives keepalives;  // both ends give up on a silent network
+  const std::string conninfo;                 // opt.conninfo with the client side of it
   std::atomic<bool> stop{false};
   internal::HttpMulti http;
 
@@ -169,8 +187,11 @@ void Notifier::Impl::DbFailed(const std::string& what) {
 }
 
 void Notifier::Impl::Connect() {
-  auto c = std::make_unique<pqxx::connection>(opt.conninfo);
+  auto c = std::make_unique<pqxx::connection>(conninfo);
   pqxx::nontransaction tx{*c};
+  // The server ends the session once this worker has been silent for session_timeout
+  // (pg/session_timeout.h). Leases are time-based: they never depend on the session.
+  tx.exec(relay::ServerSettingsStatement(keepalives));
   auto row = tx.exec1(
       "SELECT to_regprocedure('inbox.claim_notifications(integer,interval,integer,text[],integer[])') IS NOT NULL, "
       "current_setting('application_name') = ''");

@@ -53,6 +53,10 @@ struct NotifierOptions {
   std::chrono::milliseconds lease{60000};
   std::chrono::milliseconds poll_interval{500};      // look for due notifications this often
   std::chrono::milliseconds stats_interval{5000};    // on_stats period
+  // A silent network ends the worker's PostgreSQL session within this, on both ends: a
+  // statement fails (the worker reconnects) instead of hanging for TCP's ~15 minutes.
+  // 4s..1h (relay/pg/session_timeout.h).
+  std::chrono::milliseconds session_timeout{20000};
   // Delete delivered/exhausted notifications older than this (checked every
   // retention_interval); 0 = keep them forever.
   std::chrono::milliseconds retention{std::chrono::hours(24 * 7)};

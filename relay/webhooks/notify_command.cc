@@ -89,7 +89,7 @@ struct NotifyMetrics {
 };
 
 void CheckSchema(const NotifyConfig& config) {
-  auto conn = Connect(config.db, "outbox-relay-notify");
+  auto conn = Connect(config.db, "outbox-relay-notify", config.session_timeout);
   pqxx::nontransaction tx{*conn};
   bool ok = tx.exec1("SELECT to_regclass('inbox.notifications') IS NOT NULL AND "
                      "to_regprocedure('inbox.claim_notifications(integer,interval,integer,text[],integer[])') "
@@ -105,7 +105,7 @@ void CheckSchema(const NotifyConfig& config) {
 
 int RunNotifyCommand(const NotifyConfig& config, spdlog::logger& log) {
   CheckConninfo(config.db);
-  CheckStartup(config.db, StartupRole::kNotifier);  // what waiting cannot heal ends here, exit 2
+  CheckStartup(config.db, StartupRole::kNotifier, config.session_timeout);  // what waiting cannot heal ends here, exit 2
   try {
     CheckSchema(config);
   } catch (const pqxx::failure& e) {
@@ -129,6 +129,7 @@ int RunNotifyCommand(const NotifyConfig& config, spdlog::logger& log) {
   opt.lease = config.lease;
   opt.poll_interval = config.poll_interval;
   opt.stats_interval = config.stats_interval;
+  opt.session_timeout = config.session_timeout;
   opt.retention = config.retention;
   opt.retention_interval = config.retention_interval;
   opt.user_agent = "outbox-relay-notify";

@@ -3,8 +3,9 @@
 // A seeded, single-threaded simulated world for the relay core (relay/core): several
 // Relay objects, the real state machine, driven against an in-memory model of
 // PostgreSQL (sim_store) and of an idempotent librdkafka producer with its brokers
-// (sim_kafka), with faults injected from the seed and every invariant checked during
-// and at the end of the world. See docs/simulation.md.
+// (sim_kafka), with faults injected from the seed (crashes, lost sessions, restarts,
+// broker outages, refused batches, network partitions) and every invariant checked
+// during and at the end of the world. See docs/simulation.md.
 
 #include <cstdint>
 #include <optional>

@@ -65,6 +65,21 @@ void KafkaCluster::CreateTopic(const std::string& topic, int partitions) {
   if (!failure.empty()) throw std::runtime_error("create topic " + topic + ": " + failure);
 }
 
+std::vector<std::string> KafkaCluster::AdvertisedBrokers() const {
+  auto rk = NewKafkaClient(RD_KAFKA_PRODUCER, {{"bootstrap.servers", bootstrap_}, {"log_level", "3"}});
+  const rd_kafka_metadata_t* md = nullptr;
+  auto err = rd_kafka_metadata(rk.get(), 0, nullptr, &md, 30000);
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    throw std::runtime_error(std::string("kafka metadata: ") + rd_kafka_err2str(err));
+  }
+  std::vector<std::string> out;
+  for (int i = 0; i < md->broker_cnt; ++i) {
+    out.push_back(std::string(md->brokers[i].host) + ":" + std::to_string(md->brokers[i].port));
+  }
+  rd_kafka_metadata_destroy(md);
+  return out;
+}
+
 void KafkaCluster::SetBrokerDown(std::int32_t broker_id) {
   if (!mock_) throw std::logic_error("SetBrokerDown needs the mock cluster");
   rd_kafka_mock_broker_set_down(mock_.get(), broker_id);

@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 struct rd_kafka_s;
 struct rd_kafka_mock_cluster_s;
@@ -20,6 +21,8 @@ class KafkaCluster {
 
   const std::string& bootstrap() const { return bootstrap_; }
   bool is_mock() const { return mock_ != nullptr; }
+  // host:port of every broker as its metadata advertises it (what clients connect to).
+  std::vector<std::string> AdvertisedBrokers() const;
 
   // Creates a topic (mock: at once; real broker: via the admin API, waits for it).
   void CreateTopic(const std::string& topic, int partitions);

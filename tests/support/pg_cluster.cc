@@ -23,11 +23,14 @@ std::string Script() { return SourceDir() + "/ops/pg-tmp.sh"; }
 
 }  // namespace
 
-PgCluster::PgCluster() {
+PgCluster::PgCluster(const PgClusterOptions& options) {
   std::string tmpl = (std::filesystem::temp_directory_path() / "outbox-pg.XXXXXX").string();
   if (!mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
   dir_ = tmpl;
-  auto r = RunProcess({Script(), "start", dir_, "--owner-pid", std::to_string(getpid())});
+  std::vector<std::string> argv = {Script(), "start", dir_, "--owner-pid", std::to_string(getpid())};
+  if (!options.listen_address.empty()) argv.insert(argv.end(), {"--listen", options.listen_address});
+  if (!options.trust_network.empty()) argv.insert(argv.end(), {"--trust", options.trust_network});
+  auto r = RunProcess(argv);
   if (r.code != 0) {
     throw std::runtime_error("could not start a throwaway PostgreSQL: " + r.err);
   }
@@ -46,6 +49,14 @@ std::string PgCluster::ConninfoFor(const std::string& dbname, const std::string&
   replace("dbname", dbname);
   replace("user", user);
   return c;
+}
+
+std::string PgCluster::TcpConninfoFor(const std::string& dbname, const std::string& user,
+                                      const std::string& host) const {
+  auto c = ConninfoFor(dbname, user);
+  auto pos = c.find("host=");
+  auto end = c.find(' ', pos);
+  return c.replace(pos, end - pos, "host=" + host);
 }
 
 std::string PgCluster::CreateDatabase(const std::string& name) {

@@ -5,13 +5,20 @@
 
 namespace outbox::test {
 
+// What a cluster listens to besides its socket directory and 127.0.0.1.
+struct PgClusterOptions {
+  std::string listen_address;  // also listen on this address (e.g. NetNamespace::host_address())
+  std::string trust_network;   // CIDR whose clients log in without a password (pg_hba.conf)
+};
+
 // A throwaway PostgreSQL 15 cluster (ops/pg-tmp.sh): its own port and socket directory,
-// wal_level=logical, stopped and deleted by the destructor, and by a watchdog if the
-// test process dies. Construction fails loudly if PostgreSQL cannot start: a test never
+// wal_level=logical, server settings left at their defaults otherwise (no TCP keepalive
+// settings), stopped and deleted by the destructor, and by a watchdog if the test
+// process dies. Construction fails loudly if PostgreSQL cannot start: a test never
 // silently skips for want of a database.
 class PgCluster {
  public:
-  PgCluster();
+  explicit PgCluster(const PgClusterOptions& options = {});
   ~PgCluster();
   PgCluster(const PgCluster&) = delete;
   PgCluster& operator=(const PgCluster&) = delete;
@@ -22,6 +29,10 @@ class PgCluster {
   std::string CreateDatabase(const std::string& name);
   // conninfo for `dbname` as `user` (password-less, trust auth).
   std::string ConninfoFor(const std::string& dbname, const std::string& user = "postgres") const;
+  // The same over TCP to `host` (127.0.0.1, or the options' listen_address): session
+  // settings such as TCP keepalives only apply there, not over the Unix socket.
+  std::string TcpConninfoFor(const std::string& dbname, const std::string& user = "postgres",
+                             const std::string& host = "127.0.0.1") const;
   // Stops and starts the server on the same port (mode: fast or immediate).
   void Restart(const std::string& mode = "fast");
   // Stops the server (keeping its data) until Up starts it again on the same port.

@@ -16,6 +16,7 @@ namespace {
 
 using ::testing::AllOf;
 using ::testing::Contains;
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::Not;
 using ::testing::SizeIs;
@@ -58,7 +59,36 @@ TEST(Cli, RunHasDocumentedDefaults) {
   EXPECT_EQ(inv.run.check_max, 15);
   EXPECT_EQ(inv.run.lanes, 0);
   EXPECT_TRUE(inv.run.metrics_listen.empty());
+  EXPECT_EQ(inv.run.session_timeout, std::chrono::seconds(20));
   EXPECT_FALSE(inv.log.json);
+}
+
+// Issue 19: --session-timeout bounds how long a silent network keeps a session (and the
+// lanes) of `run` and `notify`; every source sets it, nonsense is a usage error.
+TEST(Cli, SessionTimeoutFromEverySourceAndValidated) {
+  test::TempDir dir;
+  auto path = WriteFile(dir, "session-timeout = 45s\n");
+  EXPECT_EQ(ParseCommandLine({"run", "--db", "x=1", "--brokers", "k:1", "--session-timeout", "6s"}, {})
+                .run.session_timeout,
+            std::chrono::seconds(6));
+  EXPECT_EQ(ParseCommandLine({"run", "--db", "x=1", "--brokers", "k:1"}, {{"OUTBOX_SESSION_TIMEOUT", "2m"}})
+                .run.session_timeout,
+            std::chrono::minutes(2));
+  EXPECT_EQ(ParseCommandLine({"run", "--db", "x=1", "--brokers", "k:1", "--config", path}, {}).run.session_timeout,
+            std::chrono::seconds(45));
+  EXPECT_EQ(ParseCommandLine({"notify", "--db", "x=1", "--config", path}, {}).notify.session_timeout,
+            std::chrono::seconds(45));
+  EXPECT_EQ(ParseCommandLine({"notify", "--db", "x=1"}, {}).notify.session_timeout, std::chrono::seconds(20));
+  EXPECT_THAT(ProblemsOf({"run", "--db", "x=1", "--brokers", "k:1", "--session-timeout", "1s"}),
+              ElementsAre(HasSubstr("--session-timeout: must be from 4s to 60m, got '1s'")));
+  EXPECT_THAT(ProblemsOf({"notify", "--db", "x=1", "--session-timeout", "soon"}),
+              ElementsAre(AllOf(HasSubstr("--session-timeout"), HasSubstr("'soon'"))));
+  EXPECT_THAT(ProblemsOf({"status", "--db", "x=1", "--session-timeout", "6s"}),
+              Contains(HasSubstr("unknown option '--session-timeout'")));
+  auto help = ParseCommandLine({"run", "--help"}, {}).help_text;
+  EXPECT_THAT(help, HasSubstr("--session-timeout"));
+  EXPECT_THAT(help, HasSubstr("4s..60m (default 20s)"));
+  EXPECT_THAT(ParseCommandLine({"notify", "--help"}, {}).help_text, HasSubstr("--session-timeout"));
 }
 
 TEST(Cli, EnvironmentFillsWhatFlagsLeaveOut) {
