@@ -81,14 +81,18 @@ std::string RowsJson(const std::vector<const Message*>& messages) {
 std::vector<bool> KnownMessages(pqxx::work& tx, const std::string& group,
                                 const std::vector<const Message*>& messages,
                                 bool skip_if_parked, std::string& started_at) {
+  // One index probe per record (LATERAL ... LIMIT 1 keeps the plan a nested loop): a
+  // join or IN would let the planner scan all of the group's inbox rows, which grow
+  // without bound between retention runs.
   auto r = tx.exec_params(
-      "WITH batch AS (SELECT r->>'id' AS message_id FROM jsonb_array_elements($2::jsonb) r) "
       "SELECT now()::text, NULL::text UNION ALL "
-      "SELECT NULL, m.message_id FROM inbox.messages m "
-      "  WHERE m.group_id = $1 AND m.message_id IN (SELECT message_id FROM batch) "
+      "SELECT NULL, b.r->>'id' FROM jsonb_array_elements($2::jsonb) b(r) "
+      "CROSS JOIN LATERAL (SELECT 1 FROM inbox.messages m "
+      "  WHERE m.group_id = $1 AND m.message_id = b.r->>'id' LIMIT 1) known "
       "UNION ALL "
-      "SELECT NULL, p.message_id FROM inbox.retries p "
-      "  WHERE $3::boolean AND p.group_id = $1 AND p.message_id IN (SELECT message_id FROM batch)",
+      "SELECT NULL, b.r->>'id' FROM jsonb_array_elements($2::jsonb) b(r) "
+      "CROSS JOIN LATERAL (SELECT 1 FROM inbox.retries p "
+      "  WHERE $3::boolean AND p.group_id = $1 AND p.message_id = b.r->>'id' LIMIT 1) parked",
       group, RowsJson(messages), skip_if_parked);
   std::set<std::string> known;
   for (const auto& row : r) {
