@@ -168,8 +168,9 @@ struct ConsumerOptions {
   // batch_max_records records and batch_max_bytes of keys + values + headers (at least
   // one record), waiting at most batch_max_wait after its first record for more. One
   // transaction and one offset commit per batch instead of per record.
-  // Default 1: a transaction and an ack per record, as before batches existed (raise it
-  // for throughput: 500 measured ~10x the records/s in bench/consumer.sh).
+  // Default 1: a transaction and a synchronous ack per record, as before batches
+  // existed. Raise it for throughput (docs/performance.md, "Consumer": 500 gave about
+  // 10x the records/s with fsync on).
   int batch_max_records = 1;
   std::size_t batch_max_bytes = 4 * 1024 * 1024;
   // 0 = take only what is already fetched (no extra wait). Bounds the latency a batch adds.
