@@ -49,8 +49,9 @@ struct HandlerRunOptions {
 // Runs the handlers of the records whose result is not kDuplicate, in order, inside `tx`,
 // and fills in their results. With `whole` set, first all of them in one call under one
 // savepoint; if that throws, each alone (through `single`) under its own. Returns the
-// error that broke our connection (then the transaction is lost and results are
-// meaningless), or nothing.
+// error that left the transaction unusable — our connection broke, or a savepoint
+// statement failed — (then nothing of the batch may commit and `results` mean nothing),
+// or nothing.
 std::exception_ptr RunHandlers(pqxx::work& tx, const std::vector<Message>& batch,
                                std::vector<RecordResult>& results, const Handler& single,
                                const std::function<void(const std::vector<Message>&, pqxx::work&)>* whole,
