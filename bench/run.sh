@@ -29,10 +29,10 @@ PAYLOAD=256
 
 if [ "$QUICK" = 1 ]; then
   N_DRAIN=100000; N_KAFKA=100000; PGB_SECONDS=5; NOTIFY_ROUNDS=2; LAT_SECONDS=10; LAT_OFF_SECONDS=5
-  N_SCALE=60000; N_SCALE_16K=5000
+  N_SCALE=60000; N_SCALE_16K=5000; N_CONSUMER=20000; CONSUMER_E2E_SECONDS=10
 else
   N_DRAIN=1000000; N_KAFKA=1000000; PGB_SECONDS=10; NOTIFY_ROUNDS=3; LAT_SECONDS=30; LAT_OFF_SECONDS=10
-  N_SCALE=300000; N_SCALE_16K=20000
+  N_SCALE=300000; N_SCALE_16K=20000; N_CONSUMER=100000; CONSUMER_E2E_SECONDS=30
 fi
 
 log() { echo "[bench $(date +%H:%M:%S)] $*" >&2; }
@@ -41,12 +41,13 @@ log() { echo "[bench $(date +%H:%M:%S)] $*" >&2; }
 if [ "${OUTBOX_BENCH_SKIP_BUILD:-0}" != 1 ]; then
   log "building (Release) in $BUILD"
   cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS=-g >/dev/null
-  cmake --build "$BUILD" -j2 --target outbox-relay bench-kafka bench-pg-delete bench-latency >/dev/null
+  cmake --build "$BUILD" -j2 --target outbox-relay bench-kafka bench-pg-delete bench-latency bench-consumer >/dev/null
 fi
 RELAY=${OUTBOX_BENCH_RELAY_BIN:-$BUILD/relay/outbox-relay}
 BK=$BUILD/bench/bench-kafka
 BD=$BUILD/bench/bench-pg-delete
 BL=$BUILD/bench/bench-latency
+BC=$BUILD/bench/bench-consumer
 
 # --- servers -----------------------------------------------------------------------
 WORK=$(mktemp -d /tmp/outbox-bench.XXXXXX)
@@ -268,6 +269,30 @@ for size in 64 1024 16384; do
   drain "$n"
   R[drain_payload_$size]=$DRAIN_RATE
 done
+# --- 7. consumer library (issue 17) -------------------------------------------------
+# Throughput of outbox::Consumer as the login bench_consumer (granted outbox_consumer):
+# records produced first, then consumed; a handler INSERTing one row per record in
+# batches of 500, the same with one record per transaction (as before batches), and a
+# BatchHandler with one multi-row INSERT per batch. Then publish -> relay -> handler
+# COMMIT latency at 1000 msg/s (a relay runs).
+log "consumer: $N_CONSUMER records, per-record handler, batches of 500"
+C500=$("$BC" --db "$DB" --brokers "$BROKERS" --mode records --count "$N_CONSUMER" --batch 500)
+log "consumer: $(( N_CONSUMER / 10 )) records, per-record handler, one record per transaction"
+C1=$("$BC" --db "$DB" --brokers "$BROKERS" --mode records --count $(( N_CONSUMER / 10 )) --batch 1)
+log "consumer: $N_CONSUMER records, batch handler, batches of 500"
+CB=$("$BC" --db "$DB" --brokers "$BROKERS" --mode batch --count "$N_CONSUMER" --batch 500)
+start_relay
+log "consumer e2e latency at 1000 msg/s for ${CONSUMER_E2E_SECONDS}s (batches of 500)"
+CE=$("$BC" --db "$DB" --brokers "$BROKERS" --mode e2e --rate 1000 --seconds "$CONSUMER_E2E_SECONDS" --batch 500 || true)
+log "consumer e2e latency at 1000 msg/s for ${CONSUMER_E2E_SECONDS}s (one record per transaction)"
+CE1=$("$BC" --db "$DB" --brokers "$BROKERS" --mode e2e --rate 1000 --seconds "$CONSUMER_E2E_SECONDS" --batch 1 || true)
+stop_relay
+R[consumer]=$(jget "$C500" .msgs_per_s); R[consumer_batch1]=$(jget "$C1" .msgs_per_s)
+R[consumer_batch_handler]=$(jget "$CB" .msgs_per_s)
+R[consumer_e2e_p50]=$(jget "$CE" .p50_ms); R[consumer_e2e_p99]=$(jget "$CE" .p99_ms); R[consumer_e2e_max]=$(jget "$CE" .max_ms)
+R[consumer_e2e1_p50]=$(jget "$CE1" .p50_ms); R[consumer_e2e1_p99]=$(jget "$CE1" .p99_ms)
+R[consumer_e2e_missing]=$(jget "$CE" .missing); R[consumer_e2e1_missing]=$(jget "$CE1" .missing)
+
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- output -------------------------------------------------------------------------
@@ -294,6 +319,10 @@ jq -n \
   --argjson s64 "${R[drain_payload_64]}" --argjson s1k "${R[drain_payload_1024]}" --argjson s16k "${R[drain_payload_16384]}" \
   --argjson p1on "${R[pub1_notify_true]}" --argjson p1off "${R[pub1_notify_false]}" \
   --argjson p100on "${R[pub100_notify_true]}" --argjson p100off "${R[pub100_notify_false]}" \
+  --argjson c500 "${R[consumer]}" --argjson c1 "${R[consumer_batch1]}" --argjson cb "${R[consumer_batch_handler]}" \
+  --argjson ce50 "${R[consumer_e2e_p50]}" --argjson ce99 "${R[consumer_e2e_p99]}" --argjson cemax "${R[consumer_e2e_max]}" \
+  --argjson ce1_50 "${R[consumer_e2e1_p50]}" --argjson ce1_99 "${R[consumer_e2e1_p99]}" \
+  --argjson n_consumer "$N_CONSUMER" \
   '{mode:$mode, date:$date, commit:$commit, postgres:$pg, kafka:$kafka, relay_args:$relay_args,
     loadavg_start:$load_start, loadavg_end:$load_end, drain_rows:$n_drain, payload_bytes:$payload,
     drain_msgs_per_s:$drain, drain_seconds:$drain_s,
@@ -309,7 +338,12 @@ jq -n \
     drain_msgs_per_s_lanes:{"1":$l1, "2":$l2, "4":$l4},
     drain_msgs_per_s_payload:{"64":$s64, "1024":$s1k, "16384":$s16k},
     publish_rows_per_s:{notify_on_1_per_tx:$p1on, notify_off_1_per_tx:$p1off,
-                        notify_on_100_per_tx:$p100on, notify_off_100_per_tx:$p100off}}' \
+                        notify_on_100_per_tx:$p100on, notify_off_100_per_tx:$p100off},
+    consumer_records:$n_consumer,
+    consumer_msgs_per_s:$c500, consumer_msgs_per_s_one_per_transaction:$c1,
+    consumer_batch_handler_msgs_per_s:$cb,
+    e2e_handler_p50_ms_at_1000:$ce50, e2e_handler_p99_ms_at_1000:$ce99, e2e_handler_max_ms_at_1000:$cemax,
+    e2e_handler_one_per_transaction_p50_ms_at_1000:$ce1_50, e2e_handler_one_per_transaction_p99_ms_at_1000:$ce1_99}' \
   >"$ROOT/bench/results/latest.json"
 
 cat <<EOF
@@ -335,6 +369,11 @@ cat <<EOF
 | Drain with 64 B / 1 KiB / 16 KiB payloads | ${R[drain_payload_64]} / ${R[drain_payload_1024]} / ${R[drain_payload_16384]} msgs/s | 16 lanes; 16 KiB: $N_SCALE_16K rows |
 | Publish 1/tx: NOTIFY on / off | ${R[pub1_notify_true]} / ${R[pub1_notify_false]} rows/s | 4 clients, median of runs [${R[pub1_notify_true_runs]}] / [${R[pub1_notify_false_runs]}] |
 | Publish 100/tx: NOTIFY on / off | ${R[pub100_notify_true]} / ${R[pub100_notify_false]} rows/s | 4 clients, median of runs [${R[pub100_notify_true_runs]}] / [${R[pub100_notify_false_runs]}] |
+| **Consumer**, per-record handler (1 INSERT), batches of 500 | **${R[consumer]} msgs/s** | target ≥ 20000; $N_CONSUMER records, one process |
+| Consumer, per-record handler, one record per transaction | ${R[consumer_batch1]} msgs/s | batch_max_records=1 (the default; as before issue 17) |
+| **Consumer, batch handler** (1 multi-row INSERT per batch) | **${R[consumer_batch_handler]} msgs/s** | batches of 500 |
+| publish → handler COMMIT @1000/s p50 / p99 / max | ${R[consumer_e2e_p50]} / **${R[consumer_e2e_p99]}** / ${R[consumer_e2e_max]} ms | target p99 ≤ 30; batches of 500; missing ${R[consumer_e2e_missing]} |
+| publish → handler COMMIT @1000/s, one record per transaction: p50 / p99 | ${R[consumer_e2e1_p50]} / ${R[consumer_e2e1_p99]} ms | missing ${R[consumer_e2e1_missing]} |
 
 PostgreSQL: $PG_DESC. Kafka: $KAFKA_DESC. Relay options: ${RELAY_ARGS:-defaults}.
 EOF

@@ -1,12 +1,15 @@
 #include "outbox/consumer.h"
 
 #include <algorithm>
+#include <deque>
+#include <set>
 #include <iostream>
 #include <random>
 #include <regex>
 
 #include <nlohmann/json.hpp>
 
+#include "batch.h"
 #include "inbox.h"
 #include "message_id.h"
 #include "kafka.h"
@@ -106,7 +109,9 @@ const char* LevelName(LogLevel level) {
   return "?";
 }
 
-std::vector<std::string> ValidateOptions(const ConsumerOptions& o, const Handler& handler) {
+using BatchFn = std::function<void(const std::vector<Message>&, pqxx::work&)>;
+
+std::vector<std::string> ValidateOptions(const ConsumerOptions& o, bool have_handler) {
   static const std::regex kTopic{"^[A-Za-z0-9._-]{1,249}$"};
   std::vector<std::string> p;
   if (o.brokers.empty()) p.push_back("brokers must not be empty");
@@ -118,11 +123,15 @@ std::vector<std::string> ValidateOptions(const ConsumerOptions& o, const Handler
     }
   }
   if (o.conninfo.empty()) p.push_back("conninfo must not be empty");
-  if (!handler) p.push_back("handler must not be empty");
+  if (!have_handler) p.push_back("handler must not be empty");
   for (auto& r : Validate(o.retry)) p.push_back(r);
   if (o.poll_timeout.count() <= 0) p.push_back("poll_timeout must be positive");
   if (o.retry_scan_interval.count() <= 0) p.push_back("retry_scan_interval must be positive");
   if (o.dlq_timeout.count() <= 0) p.push_back("dlq_timeout must be positive");
+  if (o.batch_max_records < 1 || o.batch_max_records > 100000)
+    p.push_back("batch_max_records must be 1 to 100000 (1 = one record per transaction)");
+  if (o.batch_max_bytes < 1) p.push_back("batch_max_bytes must be positive");
+  if (o.batch_max_wait.count() < 0) p.push_back("batch_max_wait must not be negative");
   return p;
 }
 
@@ -130,9 +139,15 @@ std::vector<std::string> ValidateOptions(const ConsumerOptions& o, const Handler
 
 class Consumer::Impl {
  public:
-  Impl(ConsumerOptions options, Handler handler)
-      : options_(std::move(options)), handler_(std::move(handler)) {
-    auto problems = ValidateOptions(options_, handler_);
+  // `batch` set: the consumer was given a BatchHandler; `handler` is then unused.
+  Impl(ConsumerOptions options, Handler handler, BatchFn batch, const std::atomic<bool>* stop)
+      : options_(std::move(options)), handler_(std::move(handler)), batch_fn_(std::move(batch)),
+        stop_(stop) {
+    auto problems = ValidateOptions(options_, batch_fn_ ? true : static_cast<bool>(handler_));
+    if (batch_fn_) {
+      // Retries and the isolation of a failing record call it with one record.
+      handler_ = [fn = batch_fn_](const Message& m, pqxx::work& tx) { fn({m}, tx); };
+    }
     auto log = [this](LogLevel level, const std::string& line) { Log(level, line); };
     // The producer first: the consumer is created (and subscribed) only if every option
     // is valid, so a throwing constructor never leaves group callbacks behind.
@@ -157,6 +172,8 @@ class Consumer::Impl {
 
   StepResult Step(milliseconds timeout);
   milliseconds poll_timeout() const { return options_.poll_timeout; }
+  // Commits the acks still in flight (Run() returning).
+  void FlushAcks() { kafka_->CommitStored(); }
 
   ConsumerStats Stats() const {
     ConsumerStats s;
@@ -165,6 +182,11 @@ class Consumer::Impl {
     s.failed_attempts = failed_attempts_;
     s.parked = parked_;
     s.dead_lettered = dead_lettered_;
+    s.batches = batches_;
+    s.batch_records = batch_records_;
+    s.handler_us = handler_us_;
+    s.commit_us = commit_us_;
+    s.lag_records = lag_records_;
     return s;
   }
 
@@ -210,6 +232,15 @@ class Consumer::Impl {
                         bool permanent);
   StepResult DatabaseTrouble(Held held, Source source, std::exception_ptr error);
   StepResult RunParked(Clock::time_point now);
+  // Batches (batch.h; docs/consumer.md, "Batches").
+  void Fetched(Message record);
+  void FillPending(Clock::time_point deadline);
+  StepResult RunBatch(std::vector<Message> batch);
+  StepResult FinishBatch(std::vector<Message>& batch, std::vector<internal::RecordResult>& results,
+                         const std::string& started_at, BatchStats& stats);
+  StepResult BatchDatabaseTrouble(const std::vector<Message>& batch, std::exception_ptr error);
+  StepResult OneByOne(std::vector<Message> batch);
+  bool DbLost() const { return !db_ || !db_->is_open(); }
   void Hold(Held held);
   void Done(const Message& msg, Source source);
   void Revoked(const std::vector<TopicPartition>& tps);
@@ -218,6 +249,11 @@ class Consumer::Impl {
 
   ConsumerOptions options_;
   Handler handler_;
+  BatchFn batch_fn_;                     // set when given a BatchHandler
+  const std::atomic<bool>* stop_;        // Consumer::stop_: a batch stops after the record in hand
+  std::deque<Message> pending_;          // fetched, not handled yet (fetch order)
+  // While a batch's outcomes are settled: the offsets to ack in one request (Done()).
+  std::map<TopicPartition, std::int64_t>* batch_acks_ = nullptr;
   // Declared before kafka_ so it outlives the revoke callback during kafka_'s close.
   std::map<TopicPartition, Held> held_;  // paused partitions and their message
   std::unique_ptr<internal::KafkaConsumer> kafka_;
@@ -230,7 +266,8 @@ class Consumer::Impl {
   ReconnectBackoff db_backoff_;          // 100 ms doubling to 5 s while PostgreSQL is away
   std::mt19937_64 rng_;
   std::atomic<std::uint64_t> handled_{0}, duplicates_{0}, failed_attempts_{0}, parked_{0},
-      dead_lettered_{0};
+      dead_lettered_{0}, batches_{0}, batch_records_{0}, handler_us_{0}, commit_us_{0};
+  std::atomic<std::int64_t> lag_records_{-1};
 };
 
 void Consumer::Impl::Log(LogLevel level, const std::string& line) const {
@@ -282,19 +319,237 @@ StepResult Consumer::Impl::Step(milliseconds timeout) {
   for (const auto& [tp, h] : held_) until = std::min(until, h.due);
   until = std::min(until, std::max(next_scan_, now));
   auto wait = std::chrono::duration_cast<milliseconds>(until - now);
-  auto record = kafka_->Poll(std::max(wait, milliseconds(0)));
-  if (!record) return StepResult::kIdle;
-  TopicPartition tp{record->topic, record->partition};
-  if (auto it = held_.find(tp); it != held_.end()) {
-    // Fetched before the pause took effect. Dropped (not acknowledged) and fetched again
-    // after the held message is done, so the partition's order is kept.
-    it->second.refetch = true;
-    return StepResult::kIdle;
+  if (pending_.empty()) {
+    auto record = kafka_->Poll(std::max(wait, milliseconds(0)));
+    if (!record) return StepResult::kIdle;
+    Fetched(std::move(*record));
+    FillPending(Clock::now() + options_.batch_max_wait);
   }
-  auto id = record->headers.find("message_id");
-  record->message_id = internal::InboxMessageId(id != record->headers.end() ? &id->second : nullptr,
-                                                record->topic, record->partition, record->offset);
-  return Attempt(std::move(*record), Source::kLive, nullptr);
+  auto batch = internal::TakeBatch(
+      pending_, static_cast<std::size_t>(options_.batch_max_records), options_.batch_max_bytes,
+      [this](const Message& m) {
+        auto it = held_.find(TopicPartition{m.topic, m.partition});
+        if (it == held_.end()) return false;
+        // Fetched before the pause took effect (or behind a record that failed in its
+        // batch). Dropped (not acknowledged) and fetched again after the held message is
+        // done, so the partition's order is kept.
+        it->second.refetch = true;
+        return true;
+      });
+  if (batch.empty()) return StepResult::kIdle;
+  // A batch of one takes the single-record path: its INSERT ... ON CONFLICT claims the
+  // inbox row, no savepoint, a synchronous ack — cheaper than a batch's bookkeeping
+  // (batch_max_records = 1 is that path only, as before batches existed).
+  if (batch.size() == 1) return Attempt(std::move(batch.front()), Source::kLive, nullptr);
+  return RunBatch(std::move(batch));
+}
+
+void Consumer::Impl::Fetched(Message record) {
+  auto id = record.headers.find("message_id");
+  record.message_id = internal::InboxMessageId(id != record.headers.end() ? &id->second : nullptr,
+                                               record.topic, record.partition, record.offset);
+  pending_.push_back(std::move(record));
+}
+
+// Takes what was fetched (and what arrives before `deadline`) into pending_, up to one
+// batch's worth. A rebalance inside Poll() removes revoked partitions' records (Revoked).
+void Consumer::Impl::FillPending(Clock::time_point deadline) {
+  const auto max_records = static_cast<std::size_t>(options_.batch_max_records);
+  std::size_t bytes = 0;
+  for (const auto& m : pending_) bytes += internal::RecordBytes(m);
+  while (pending_.size() < max_records && bytes < options_.batch_max_bytes) {
+    auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now());
+    auto record = kafka_->Poll(std::max(left, milliseconds(0)));
+    if (!record) break;
+    bytes += internal::RecordBytes(*record);
+    Fetched(std::move(*record));
+  }
+}
+
+StepResult Consumer::Impl::RunBatch(std::vector<Message> batch) {
+  BatchStats stats;
+  stats.records = batch.size();
+  for (const auto& m : batch) stats.bytes += internal::RecordBytes(m);
+  std::vector<const Message*> all;
+  for (const auto& m : batch) all.push_back(&m);
+  internal::HandlerRunOptions run_options;
+  run_options.ordered = options_.mode == RetryMode::kOrdered;
+  run_options.stop_requested = [this] { return stop_ != nullptr && stop_->load(std::memory_order_relaxed); };
+  run_options.connection_lost = [this] { return DbLost(); };
+  // Runs again only if another transaction inserted an inbox row of this batch meanwhile
+  // (the same message_id on another partition, or a member that lost its partition):
+  // then that record is a duplicate and the others' handlers run again.
+  while (true) {
+    std::unique_ptr<pqxx::work> tx;
+    std::vector<internal::RecordResult> results(batch.size());
+    std::string started_at;
+    // 1. BEGIN; which records does the inbox have? (Failures here are the database's.)
+    try {
+      tx = std::make_unique<pqxx::work>(Db());
+      auto known = internal::KnownMessages(*tx, options_.group, all, /*skip_if_parked=*/true,
+                                           started_at);
+      for (std::size_t i = 0; i < batch.size(); ++i) {
+        if (known[i]) results[i].outcome = internal::Outcome::kDuplicate;
+      }
+    } catch (...) {
+      tx.reset();
+      if (DbLost()) return BatchDatabaseTrouble(batch, std::current_exception());
+      return OneByOne(std::move(batch));
+    }
+    // 2. The handlers, a savepoint each.
+    auto handlers_start = Clock::now();
+    if (auto error = internal::RunHandlers(*tx, batch, results, handler_,
+                                           batch_fn_ ? &batch_fn_ : nullptr, run_options)) {
+      tx.reset();
+      return BatchDatabaseTrouble(batch, error);
+    }
+    auto commit_start = Clock::now();
+    // 3. The inbox rows in one INSERT; COMMIT.
+    std::vector<const Message*> handled;
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      if (results[i].outcome == internal::Outcome::kHandled) handled.push_back(&batch[i]);
+    }
+    bool raced = false;
+    try {
+      raced = internal::InsertHandled(*tx, options_.group, handled) != handled.size();
+      if (raced) {
+        tx->abort();
+      } else {
+        tx->commit();
+      }
+    } catch (...) {
+      tx.reset();
+      // Not the connection: e.g. a deferred constraint of some handler's writes failed at
+      // COMMIT. Which record is guilty is unknown: one at a time finds it.
+      if (DbLost()) return BatchDatabaseTrouble(batch, std::current_exception());
+      return OneByOne(std::move(batch));
+    }
+    tx.reset();
+    if (raced) {
+      Log(LogLevel::kInfo, "a message of the batch was committed by another transaction meanwhile; "
+                           "handling the batch again records=" + std::to_string(batch.size()));
+      continue;
+    }
+    stats.handler_time = std::chrono::duration_cast<std::chrono::microseconds>(commit_start - handlers_start);
+    stats.commit_time = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - commit_start);
+    return FinishBatch(batch, results, started_at, stats);
+  }
+}
+
+// After the batch's COMMIT: counts, the failed records' retry paths, the ack.
+StepResult Consumer::Impl::FinishBatch(std::vector<Message>& batch,
+                                       std::vector<internal::RecordResult>& results,
+                                       const std::string& started_at, BatchStats& stats) {
+  db_backoff_.Succeeded();
+  std::map<TopicPartition, std::int64_t> acks;
+  batch_acks_ = &acks;
+  bool any_handled = false;
+  StepResult last = StepResult::kIdle;
+  std::vector<Message> deferred;
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    Message& m = batch[i];
+    switch (results[i].outcome) {
+      case internal::Outcome::kHandled:
+        ++handled_;
+        ++stats.handled;
+        Log(LogLevel::kDebug, "handled " + Describe(m));
+        if (after_commit_for_test_) after_commit_for_test_(m);
+        Done(m, Source::kLive);
+        any_handled = true;
+        break;
+      case internal::Outcome::kDuplicate:
+        ++duplicates_;
+        ++stats.duplicates;
+        Log(LogLevel::kDebug, "skipped duplicate " + Describe(m));
+        Done(m, Source::kLive);
+        last = StepResult::kDuplicate;
+        break;
+      case internal::Outcome::kFailed: {
+        ++stats.failed;
+        // The attempt is recorded in its own transaction; in kOrdered mode the record is
+        // held (partition paused) and its partition's later records were deferred.
+        last = Failed(m, Source::kLive, Classify(results[i].error, /*db_lost=*/false), started_at);
+        break;
+      }
+      case internal::Outcome::kDeferred:
+        ++stats.deferred;
+        deferred.push_back(std::move(m));
+        break;
+    }
+  }
+  batch_acks_ = nullptr;
+  // Deferred records go first in the next batch, in their order (or are dropped there if
+  // their partition is now held, and fetched again after it).
+  pending_.insert(pending_.begin(), std::make_move_iterator(deferred.begin()),
+                  std::make_move_iterator(deferred.end()));
+  // A record held after this batch (its dead-letter send or its attempt's record failed)
+  // caps its partition's ack; records after it that committed are fetched again and
+  // skipped by the inbox, so the ack never passes a record that is not done.
+  for (auto& [tp, next] : acks) {
+    if (auto it = held_.find(tp); it != held_.end() && it->second.message.offset < next) {
+      next = it->second.message.offset;
+      it->second.refetch = true;
+    }
+  }
+  if (auto err = kafka_->CommitAsync(acks)) {
+    Log(LogLevel::kWarn, "offset commit failed partitions=" + std::to_string(acks.size()) + " error=" + *err);
+  }
+  std::int64_t lag = 0;
+  for (const auto& [tp, next] : acks) {
+    auto high = kafka_->HighWatermark(tp);
+    if (!high) {
+      lag = -1;
+      break;
+    }
+    lag += std::max<std::int64_t>(0, *high - next);
+  }
+  stats.lag_records = acks.empty() ? -1 : lag;
+  ++batches_;
+  batch_records_ += stats.records;
+  handler_us_ += static_cast<std::uint64_t>(stats.handler_time.count());
+  commit_us_ += static_cast<std::uint64_t>(stats.commit_time.count());
+  if (stats.lag_records >= 0) lag_records_ = stats.lag_records;
+  if (options_.on_batch) options_.on_batch(stats);
+  return any_handled ? StepResult::kHandled : last;
+}
+
+// The database is away (or our transaction broke): nothing of the batch committed. The
+// first record of each partition waits in memory (partition paused) as a single record
+// would; the records after it are fetched again once it is done.
+StepResult Consumer::Impl::BatchDatabaseTrouble(const std::vector<Message>& batch,
+                                                std::exception_ptr error) {
+  const milliseconds wait = db_backoff_.Failed();
+  Log(LogLevel::kError, "database unavailable, will retry in " + std::to_string(wait.count()) +
+                            " ms: " + OneLine(internal::CleanText(What(error), kMaxErrorBytes)) +
+                            " batch_records=" + std::to_string(batch.size()));
+  db_.reset();  // reconnect on next use
+  auto due = Clock::now() + wait;
+  std::set<TopicPartition> seen;
+  for (const auto& m : batch) {
+    TopicPartition tp{m.topic, m.partition};
+    if (seen.insert(tp).second) {
+      Hold(Keep(m, due));
+    } else {
+      held_[tp].refetch = true;
+    }
+  }
+  return StepResult::kDeferred;
+}
+
+// A statement of the batch's own bookkeeping failed without the connection breaking (a
+// record the database refuses): each record through the single-record path, which knows
+// what to do with a record the database refuses.
+StepResult Consumer::Impl::OneByOne(std::vector<Message> batch) {
+  StepResult last = StepResult::kIdle;
+  for (auto& m : batch) {
+    if (auto it = held_.find(TopicPartition{m.topic, m.partition}); it != held_.end()) {
+      it->second.refetch = true;  // behind a record of its partition that now waits
+      continue;
+    }
+    auto r = Attempt(std::move(m), Source::kLive, nullptr);
+    if (last != StepResult::kHandled) last = r;
+  }
+  return last;
 }
 
 StepResult Consumer::Impl::RunParked(Clock::time_point now) {
@@ -505,9 +760,13 @@ void Consumer::Impl::Hold(Held held) {
 void Consumer::Impl::Done(const Message& msg, Source source) {
   if (source == Source::kParked) return;
   TopicPartition tp{msg.topic, msg.partition};
-  // The ack. If it fails (e.g. the partition moved to another member meanwhile), the
-  // record is delivered again and the inbox skips it.
-  if (auto err = kafka_->Commit(tp, msg.offset + 1)) {
+  if (batch_acks_ != nullptr) {
+    // Settling a batch: acknowledged with the batch, in one request (FinishBatch).
+    auto [it, inserted] = batch_acks_->emplace(tp, msg.offset + 1);
+    if (!inserted) it->second = std::max(it->second, msg.offset + 1);
+  } else if (auto err = kafka_->Commit(tp, msg.offset + 1)) {
+    // The ack. If it fails (e.g. the partition moved to another member meanwhile), the
+    // record is delivered again and the inbox skips it.
     Log(LogLevel::kWarn, "offset commit failed " + Describe(msg) + " error=" + *err);
   }
   if (auto it = held_.find(tp); it != held_.end() && it->second.message.offset == msg.offset) {
@@ -519,6 +778,13 @@ void Consumer::Impl::Done(const Message& msg, Source source) {
 }
 
 void Consumer::Impl::Revoked(const std::vector<TopicPartition>& tps) {
+  // Fetched, not handled: the partitions' next owners fetch them from the committed offset.
+  std::set<TopicPartition> revoked(tps.begin(), tps.end());
+  pending_.erase(std::remove_if(pending_.begin(), pending_.end(),
+                                [&](const Message& m) {
+                                  return revoked.count(TopicPartition{m.topic, m.partition}) > 0;
+                                }),
+                 pending_.end());
   for (const auto& tp : tps) {
     if (auto it = held_.find(tp); it != held_.end()) {
       Log(LogLevel::kInfo, "partition revoked while holding " + Describe(it->second.message) +
@@ -533,12 +799,16 @@ void internal::ConsumerTestAccess::SetAfterCommit(Consumer& consumer, std::funct
 }
 
 Consumer::Consumer(ConsumerOptions options, Handler handler)
-    : impl_(std::make_unique<Impl>(std::move(options), std::move(handler))) {}
+    : impl_(std::make_unique<Impl>(std::move(options), std::move(handler), nullptr, &stop_)) {}
+
+Consumer::Consumer(ConsumerOptions options, BatchHandler handler)
+    : impl_(std::make_unique<Impl>(std::move(options), nullptr, std::move(handler.fn), &stop_)) {}
 
 Consumer::~Consumer() = default;
 
 void Consumer::Run() {
   while (!stop_.load(std::memory_order_relaxed)) impl_->Step(impl_->poll_timeout());
+  impl_->FlushAcks();  // the last batches' acks are in Kafka when Run returns
 }
 
 StepResult Consumer::Step(std::chrono::milliseconds timeout) { return impl_->Step(timeout); }

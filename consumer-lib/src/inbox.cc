@@ -3,6 +3,7 @@
 #include "headers_json.h"
 
 #include <nlohmann/json.hpp>
+#include <set>
 
 namespace outbox::internal {
 namespace {
@@ -61,6 +62,59 @@ std::optional<std::string> ClaimInbox(pqxx::work& tx, const std::string& group, 
       group, m.message_id, m.topic, m.partition, m.offset, skip_if_parked);
   if (r.empty()) return std::nullopt;
   return r[0][0].as<std::string>();
+}
+
+namespace {
+
+// The batch's rows as one JSON array parameter (libpqxx 6 has no array parameters; ids
+// are valid UTF-8 without NUL, see message_id.h).
+std::string RowsJson(const std::vector<const Message*>& messages) {
+  nlohmann::json rows = nlohmann::json::array();
+  for (const Message* m : messages) {
+    rows.push_back({{"id", m->message_id}, {"t", m->topic}, {"p", m->partition}, {"o", m->offset}});
+  }
+  return rows.dump();
+}
+
+}  // namespace
+
+std::vector<bool> KnownMessages(pqxx::work& tx, const std::string& group,
+                                const std::vector<const Message*>& messages,
+                                bool skip_if_parked, std::string& started_at) {
+  // One index probe per record (LATERAL ... LIMIT 1 keeps the plan a nested loop): a
+  // join or IN would let the planner scan all of the group's inbox rows, which grow
+  // without bound between retention runs.
+  auto r = tx.exec_params(
+      "SELECT now()::text, NULL::text UNION ALL "
+      "SELECT NULL, b.r->>'id' FROM jsonb_array_elements($2::jsonb) b(r) "
+      "CROSS JOIN LATERAL (SELECT 1 FROM inbox.messages m "
+      "  WHERE m.group_id = $1 AND m.message_id = b.r->>'id' LIMIT 1) known "
+      "UNION ALL "
+      "SELECT NULL, b.r->>'id' FROM jsonb_array_elements($2::jsonb) b(r) "
+      "CROSS JOIN LATERAL (SELECT 1 FROM inbox.retries p "
+      "  WHERE $3::boolean AND p.group_id = $1 AND p.message_id = b.r->>'id' LIMIT 1) parked",
+      group, RowsJson(messages), skip_if_parked);
+  std::set<std::string> known;
+  for (const auto& row : r) {
+    if (!row[0].is_null()) started_at = row[0].as<std::string>();
+    if (!row[1].is_null()) known.insert(row[1].as<std::string>());
+  }
+  std::vector<bool> out;
+  out.reserve(messages.size());
+  for (const Message* m : messages) out.push_back(known.count(m->message_id) > 0);
+  return out;
+}
+
+size_t InsertHandled(pqxx::work& tx, const std::string& group,
+                     const std::vector<const Message*>& messages) {
+  if (messages.empty()) return 0;
+  auto r = tx.exec_params(
+      "INSERT INTO inbox.messages (group_id, message_id, topic, \"partition\", \"offset\") "
+      "SELECT $1::text, r->>'id', r->>'t', (r->>'p')::integer, (r->>'o')::bigint "
+      "FROM jsonb_array_elements($2::jsonb) r "
+      "ON CONFLICT (group_id, message_id) DO NOTHING",
+      group, RowsJson(messages));
+  return static_cast<size_t>(r.affected_rows());
 }
 
 void MarkDeadLettered(pqxx::work& tx, const std::string& group, const Message& m) {

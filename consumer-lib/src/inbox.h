@@ -6,6 +6,7 @@
 #include <optional>
 #include <pqxx/pqxx>
 #include <string>
+#include <vector>
 
 #include "outbox/message.h"
 
@@ -16,6 +17,19 @@ namespace outbox::internal {
 // already handled or dead-lettered, or — with skip_if_parked — waits in inbox.retries.
 std::optional<std::string> ClaimInbox(pqxx::work& tx, const std::string& group, const Message& m,
                                       bool skip_if_parked);
+
+// Batches (batch.cc): which of `messages` the group's inbox already has — handled or
+// dead-lettered, or (skip_if_parked) waiting in inbox.retries — in one statement.
+// `started_at` receives the transaction's start time (as ClaimInbox returns it).
+std::vector<bool> KnownMessages(pqxx::work& tx, const std::string& group,
+                                const std::vector<const Message*>& messages,
+                                bool skip_if_parked, std::string& started_at);
+
+// Inserts the inbox rows of handled messages in one statement (ON CONFLICT DO NOTHING).
+// Returns how many were inserted: fewer means another transaction inserted one of them
+// since KnownMessages (it waited for that transaction), so this one must not commit.
+size_t InsertHandled(pqxx::work& tx, const std::string& group,
+                     const std::vector<const Message*>& messages);
 
 // Records that the message went to the dead-letter topic (no-op if already recorded).
 void MarkDeadLettered(pqxx::work& tx, const std::string& group, const Message& m);

@@ -87,15 +87,39 @@ void RebalanceCb(rd_kafka_t* rk, rd_kafka_resp_err_t err, rd_kafka_topic_partiti
     return;
   }
   // Revoked (or lost, or an error): forget messages held for these partitions before
-  // giving them up; their next owner starts at the last committed offset.
+  // giving them up; their next owner starts at the last committed offset. Offsets stored
+  // after a database commit but still in flight asynchronously are committed first, so
+  // the next owner does not redeliver a batch that was handled (the inbox would skip it).
+  bool lost = rd_kafka_assignment_lost(rk);
   self->Log(LogLevel::kInfo, std::string("partitions revoked partitions=") + names +
-                                 " lost=" + (rd_kafka_assignment_lost(rk) ? "true" : "false"));
+                                 " lost=" + (lost ? "true" : "false"));
+  if (!lost) self->CommitStored();
   self->Revoked(tps);
   if (cooperative) {
     if (auto* e = rd_kafka_incremental_unassign(rk, parts))
       self->Log(LogLevel::kError, "unassign failed: " + ErrorText(e));
   } else {
     rd_kafka_assign(rk, nullptr);
+  }
+}
+
+void OffsetCommitCb(rd_kafka_t*, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t* offsets,
+                    void* opaque) {
+  auto* self = static_cast<KafkaConsumer*>(opaque);
+  if (err == RD_KAFKA_RESP_ERR__NO_OFFSET) return;  // nothing new to commit
+  std::string failed;
+  for (int i = 0; offsets && i < offsets->cnt; ++i) {
+    const auto& e = offsets->elems[i];
+    if (e.err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      failed += (failed.empty() ? "" : ",") + std::string(e.topic) + "/" +
+                std::to_string(e.partition) + "@" + std::to_string(e.offset) + ":" +
+                rd_kafka_err2str(e.err);
+    }
+  }
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR || !failed.empty()) {
+    // The records are delivered again (to this or the next owner) and the inbox skips them.
+    self->Log(LogLevel::kWarn, std::string("offset commit failed error=") + rd_kafka_err2str(err) +
+                                   (failed.empty() ? "" : " partitions=" + failed));
   }
 }
 
@@ -139,6 +163,7 @@ KafkaConsumer::KafkaConsumer(const ConsumerOptions& options, LogFn log, RevokeFn
   if (!problems.empty()) return;  // create nothing from a configuration with problems
   rd_kafka_conf_set_opaque(conf.get(), this);
   rd_kafka_conf_set_rebalance_cb(conf.get(), &RebalanceCb);
+  rd_kafka_conf_set_offset_commit_cb(conf.get(), &OffsetCommitCb);
   rd_kafka_conf_set_log_cb(conf.get(), &LogCb<KafkaConsumer>);
   rd_kafka_conf_set_error_cb(conf.get(),
                              [](rd_kafka_t* rk, int err, const char* reason, void* opaque) {
@@ -211,11 +236,46 @@ std::optional<Message> KafkaConsumer::Poll(std::chrono::milliseconds timeout) {
 std::optional<std::string> KafkaConsumer::Commit(const TopicPartition& tp,
                                                  std::int64_t next_offset) {
   auto list = OnePartition(tp, next_offset);
+  // Stored too, so a later commit of the stored offsets (revoke) never goes backwards.
+  rd_kafka_offsets_store(rk_.get(), list.get());
   auto e = rd_kafka_commit(rk_.get(), list.get(), 0 /* synchronous */);
   if (e != RD_KAFKA_RESP_ERR_NO_ERROR) return std::string(rd_kafka_err2str(e));
   if (list->elems[0].err != RD_KAFKA_RESP_ERR_NO_ERROR)
     return std::string(rd_kafka_err2str(list->elems[0].err));
   return std::nullopt;
+}
+
+std::optional<std::string> KafkaConsumer::CommitAsync(
+    const std::map<TopicPartition, std::int64_t>& next_offsets) {
+  if (next_offsets.empty()) return std::nullopt;
+  PartitionList list{rd_kafka_topic_partition_list_new(static_cast<int>(next_offsets.size())),
+                     &rd_kafka_topic_partition_list_destroy};
+  for (const auto& [tp, offset] : next_offsets)
+    rd_kafka_topic_partition_list_add(list.get(), tp.topic.c_str(), tp.partition)->offset = offset;
+  // A partition revoked meanwhile is refused by the store (not ours any more): its next
+  // owner redelivers and the inbox skips.
+  rd_kafka_offsets_store(rk_.get(), list.get());
+  auto e = rd_kafka_commit(rk_.get(), list.get(), 1 /* asynchronous */);
+  if (e != RD_KAFKA_RESP_ERR_NO_ERROR) return std::string(rd_kafka_err2str(e));
+  return std::nullopt;
+}
+
+void KafkaConsumer::CommitStored() {
+  if (!rk_) return;
+  auto e = rd_kafka_commit(rk_.get(), nullptr, 0 /* synchronous */);
+  if (e != RD_KAFKA_RESP_ERR_NO_ERROR && e != RD_KAFKA_RESP_ERR__NO_OFFSET) {
+    log_(LogLevel::kWarn, std::string("offset commit failed error=") + rd_kafka_err2str(e));
+  }
+}
+
+std::optional<std::int64_t> KafkaConsumer::HighWatermark(const TopicPartition& tp) {
+  std::int64_t low = 0, high = 0;
+  if (rd_kafka_get_watermark_offsets(rk_.get(), tp.topic.c_str(), tp.partition, &low, &high) !=
+          RD_KAFKA_RESP_ERR_NO_ERROR ||
+      high < 0) {
+    return std::nullopt;
+  }
+  return high;
 }
 
 void KafkaConsumer::Pause(const TopicPartition& tp) {

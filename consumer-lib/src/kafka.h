@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -51,9 +52,18 @@ class KafkaConsumer {
   // Waits up to `timeout` for one record. Transient errors are logged and yield nullopt;
   // a fatal client error throws outbox::Error.
   std::optional<Message> Poll(std::chrono::milliseconds timeout);
-  // Synchronously commits `next_offset` for the partition. Returns the error text, or
-  // nothing on success.
+  // Stores `next_offset` for the partition and commits it synchronously. Returns the
+  // error text, or nothing on success.
   std::optional<std::string> Commit(const TopicPartition& tp, std::int64_t next_offset);
+  // Stores the offsets and commits them asynchronously in one request (a batch's ack).
+  // A failure is logged when its result arrives (inside Poll). Returns the error text if
+  // the request could not even be made.
+  std::optional<std::string> CommitAsync(const std::map<TopicPartition, std::int64_t>& next_offsets);
+  // Synchronously commits every stored offset not committed yet (Run() returning, revoke).
+  void CommitStored();
+  // The partition's high watermark as last seen by a fetch (no broker request); nothing
+  // when not known yet.
+  std::optional<std::int64_t> HighWatermark(const TopicPartition& tp);
   void Pause(const TopicPartition& tp);
   void Resume(const TopicPartition& tp);
   // Makes the next fetch of the (assigned) partition start at `offset`.

@@ -11,7 +11,19 @@
 //   }};
 //   consumer.Run();                                      // until Stop()
 //
-// Per record:
+// Records are handled in batches (ConsumerOptions::batch_*; one record per batch by
+// default). Per batch:
+//   1. BEGIN; one query finds the records whose (group, message_id) the inbox already has:
+//      those were handled (or dead-lettered) before — duplicates, their handler is skipped.
+//   2. handler(message, tx) for each other record under its own SAVEPOINT (a record that
+//      throws is rolled back to it and takes the retry path below; the others stay),
+//      then the inbox rows of the handled records in one INSERT; COMMIT.
+//   3. Only then the Kafka offsets are stored and committed (asynchronously, one request
+//      per batch): the ack. A crash between 2 and 3 redelivers the batch; step 1 skips
+//      it. Effects happen once per (group, message_id).
+// (What follows says "per record" where a batch of one is meant; docs/consumer.md.)
+//
+// Per record, as a batch of one:
 //   1. BEGIN; INSERT INTO inbox.messages (group, message_id) — if the row exists the
 //      message was already handled: skip the handler (a duplicate).
 //   2. handler(message, tx); COMMIT.
@@ -37,6 +49,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -68,6 +81,26 @@ class PermanentError : public Error {
 // that type; everything a handler passes it to takes pqxx::transaction_base&.)
 using Handler = std::function<void(const Message& message, pqxx::work& tx)>;
 
+// A handler that takes the records of a batch at once (e.g. one multi-row INSERT or a COPY
+// through pqxx::tablewriter), inside the batch's transaction. Pass it wrapped:
+//   outbox::Consumer c{opt, outbox::BatchHandler{[](const std::vector<outbox::Message>& ms,
+//                                                   pqxx::work& tx) { ... }}};
+// Contract:
+//  * `messages` are the batch's records that need handling, in the order they were
+//    fetched (so each partition's, and key's, in offset order); duplicates are not in it.
+//    It is never empty.
+//  * It runs under one SAVEPOINT. If it throws, that savepoint is rolled back and the
+//    function is called again once per record (a batch of one), each under its own
+//    SAVEPOINT: the records that succeed alone commit with the batch; each that fails
+//    takes the retry / dead-letter path of a failing record (in kOrdered mode, the later
+//    records of its partition wait behind it and are not handled in this batch). So a
+//    record's function runs at most twice per batch, and only the guilty are retried.
+//  * Retries of a record (backoff, parked messages) call it with that record alone.
+//  * Same rules as Handler otherwise: no commit or abort of `tx`; effects through `tx`.
+struct BatchHandler {
+  std::function<void(const std::vector<Message>& messages, pqxx::work& tx)> fn;
+};
+
 enum class RetryMode {
   // A failing message blocks its partition until it succeeds or is dead-lettered: later
   // records of the partition (so of its keys) wait, other partitions keep flowing.
@@ -84,6 +117,22 @@ enum class LogLevel { kDebug, kInfo, kWarn, kError };
 // Receives the library's log lines ("fixed text key=value ..."). Called on the thread
 // that runs the consumer.
 using LogSink = std::function<void(LogLevel level, const std::string& line)>;
+
+// What one batch did (ConsumerOptions::on_batch).
+struct BatchStats {
+  std::size_t records = 0;     // records taken into the batch
+  std::size_t bytes = 0;       // their keys + values + headers
+  std::size_t handled = 0;     // handlers committed
+  std::size_t duplicates = 0;  // skipped by the inbox
+  std::size_t failed = 0;      // failed attempts (retry / park / dead letter follow)
+  std::size_t deferred = 0;    // not handled in this batch: behind a failing record of its
+                               // partition (kOrdered), after Stop(), or a repeated message_id
+  std::chrono::microseconds handler_time{0};  // all handlers (and savepoints) of the batch
+  std::chrono::microseconds commit_time{0};   // inbox INSERT + COMMIT
+  // Records behind the broker's high watermark on the batch's partitions after its ack
+  // (as of the last fetch), i.e. the consumer lag there; -1 when not known.
+  std::int64_t lag_records = -1;
+};
 
 struct ConsumerOptions {
   // Kafka bootstrap servers, "host:port,...". Required.
@@ -114,6 +163,20 @@ struct ConsumerOptions {
   std::chrono::milliseconds dlq_timeout{30000};
   // Log sink; when empty, warnings and errors go to stderr.
   LogSink log;
+
+  // Batches (docs/consumer.md, "Batches"). A batch is what the consumer has fetched, up to
+  // batch_max_records records and batch_max_bytes of keys + values + headers (at least
+  // one record), waiting at most batch_max_wait after its first record for more. One
+  // transaction and one offset commit per batch instead of per record.
+  // Default 1: a transaction and a synchronous ack per record, as before batches
+  // existed. Raise it for throughput (docs/performance.md, "Consumer": 500 gave about
+  // 10x the records/s with fsync on).
+  int batch_max_records = 1;
+  std::size_t batch_max_bytes = 4 * 1024 * 1024;
+  // 0 = take only what is already fetched (no extra wait). Bounds the latency a batch adds.
+  std::chrono::milliseconds batch_max_wait{5};
+  // Called after each batch (on the consumer's thread) with its figures; for metrics.
+  std::function<void(const BatchStats&)> on_batch;
 };
 
 // Counters since construction; readable from any thread.
@@ -123,6 +186,11 @@ struct ConsumerStats {
   std::uint64_t failed_attempts = 0;
   std::uint64_t parked = 0;         // unordered mode: moved to inbox.retries
   std::uint64_t dead_lettered = 0;  // sent to <topic>.dlq
+  std::uint64_t batches = 0;        // batches committed (see BatchStats)
+  std::uint64_t batch_records = 0;  // records taken into those batches
+  std::uint64_t handler_us = 0;     // total handler time in batches, microseconds
+  std::uint64_t commit_us = 0;      // total inbox INSERT + COMMIT time of batches
+  std::int64_t lag_records = -1;    // BatchStats::lag_records of the last batch
 };
 
 // What one Step() did.
@@ -144,21 +212,26 @@ class Consumer {
   // Kafka consumer and subscribes. Connects to PostgreSQL lazily (and again after a
   // lost connection).
   Consumer(ConsumerOptions options, Handler handler);
+  // The same with a handler for whole batches (see BatchHandler for its contract).
+  Consumer(ConsumerOptions options, BatchHandler handler);
   // Leaves the group (so partitions move to other members at once) and closes.
   ~Consumer();
   Consumer(const Consumer&) = delete;
   Consumer& operator=(const Consumer&) = delete;
 
   // Handles messages until Stop(). The message in hand is finished (committed and
-  // acknowledged) before Run returns; a message waiting for a retry is left
+  // acknowledged) before Run returns (in a batch: the records handled so far; the rest
+  // of the batch is left unacknowledged); a message waiting for a retry is left
   // unacknowledged (redelivered later, its attempt count kept). Throws outbox::Error on a
   // fatal Kafka error, or when the database refuses the group (it belongs to other
   // logins: inbox.join_group); a lost database connection is retried, not thrown.
   void Run();
-  // One step of Run(): runs a due retry, or waits up to `timeout` for one record and
-  // handles it. For tests and for callers with their own loop.
+  // One step of Run(): runs a due retry, or waits up to `timeout` for a record and handles
+  // it with the batch it starts. For tests and for callers with their own loop. For a
+  // batch the result is kHandled if any handler committed, else that of its last record.
   StepResult Step(std::chrono::milliseconds timeout);
-  // Makes Run() return after the current step. Only stores to a lock-free atomic, so it
+  // Makes Run() return after the current step (a batch stops after the record in hand).
+  // Only stores to a lock-free atomic, so it
   // may be called from another thread or a signal handler.
   void Stop() noexcept;
 
