@@ -33,7 +33,8 @@ set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS
 install(FILES ${PROJECT_SOURCE_DIR}/ops/relay.conf.example DESTINATION /etc/outbox-relay RENAME relay.conf
         PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ COMPONENT relay EXCLUDE_FROM_ALL)
 install(FILES ${PROJECT_SOURCE_DIR}/docs/relay.md ${PROJECT_SOURCE_DIR}/docs/security.md
-              ${PROJECT_SOURCE_DIR}/README.md
+              ${PROJECT_SOURCE_DIR}/docs/operations.md ${PROJECT_SOURCE_DIR}/README.md
+              ${PROJECT_SOURCE_DIR}/ops/grafana/outbox-relay.json ${PROJECT_SOURCE_DIR}/ops/prometheus/alerts.yml
         DESTINATION ${CMAKE_INSTALL_DATAROOTDIR}/doc/outbox-relay COMPONENT relay)
 
 # outbox-relay.1 from `outbox-relay --help` and every subcommand's --help (help2man,

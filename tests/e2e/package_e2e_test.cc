@@ -37,7 +37,8 @@ TEST(Package, BuildsTheRelayAndTheDevelopmentPackage) {
   for (const char* f : {"./usr/bin/outbox-relay", "./lib/systemd/system/outbox-relay.service",
                         "./lib/systemd/system/outbox-relay@.service", "./etc/outbox-relay/relay.conf",
                         "./usr/share/man/man1/outbox-relay.1.gz", "./usr/share/outbox-relay/schema/0001_outbox.sql",
-                        "./usr/share/doc/outbox-relay/relay.md"}) {
+                        "./usr/share/doc/outbox-relay/relay.md", "./usr/share/doc/outbox-relay/operations.md",
+                        "./usr/share/doc/outbox-relay/outbox-relay.json", "./usr/share/doc/outbox-relay/alerts.yml"}) {
     EXPECT_THAT(files, HasSubstr(std::string(f) + "\n")) << f;
   }
   EXPECT_THAT(files, Not(HasSubstr("./usr/include/")));
