@@ -173,7 +173,8 @@ std::optional<std::vector<std::string>> CheckDatabase(const std::string& conninf
     topics.emplace();
     for (int i = 0; i < PQntuples(r.get()); ++i) topics->push_back(TextValue(r, i, 0));
   } catch (const PgError& e) {
-    report.Fail("database", std::string("a check failed: ") + e.what());
+    report.Fail("database queries", std::string("a statement of the checks above failed: ") + e.what() +
+                                    ": see the PostgreSQL log; run doctor again");
   }
   return topics;
 }
