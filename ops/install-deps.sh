@@ -12,6 +12,7 @@ PACKAGES=(
   postgresql-15 postgresql-client-15
   kcat python3 python3-confluent-kafka
   procps util-linux curl
+  help2man dpkg-dev  # ops/package.sh: the man page from --help, dpkg-shlibdeps
   iproute2  # ip netns, veth, bridge, tc: the partition tests (tests/support/netns.h)
 )
 

@@ -218,6 +218,71 @@ void FinishNotify(const std::vector<std::string>&, NotifyConfig& n, Problems& pr
   }
 }
 
+// The options of `run` (also `doctor`'s, which checks what `run` would use).
+std::vector<Option<RunConfig>> RunOptions() {
+  return {
+      Required("db", &RunConfig::db, "CONNINFO", "libpq conninfo of the outbox database"),
+      Required("brokers", &RunConfig::brokers, "LIST", "Kafka bootstrap servers host:port,...",
+               CheckBrokers),
+      Int("lanes", &RunConfig::lanes, 0, 1024, "most lanes this relay owns at once; 0 = its fair share"),
+      Int("batch-size", &RunConfig::batch_size, 1, 100000, "rows claimed per lane and round trip"),
+      Int("max-inflight-batches", &RunConfig::max_inflight_batches, 1, 64,
+          "unacknowledged batches per lane"),
+      Duration("poll-interval", &RunConfig::poll_interval, milliseconds{1}, minutes{1},
+               "poll the outbox this often when no NOTIFY arrives"),
+      Duration("rebalance-interval", &RunConfig::rebalance_interval, milliseconds{100}, minutes{1},
+               "check lane ownership this often"),
+      Duration("shutdown-timeout", &RunConfig::shutdown_timeout, milliseconds{0}, hours{1},
+               "on SIGTERM, wait this long for in-flight messages"),
+      Duration("stats-interval", &RunConfig::stats_interval, milliseconds{100}, hours{1},
+               "refresh pending depth and age metrics this often"),
+      Duration("kafka-stall-timeout", &RunConfig::kafka_stall_timeout, milliseconds{0}, hours{1},
+               "when Kafka acknowledges nothing this long while records wait, hand the lanes to "
+               "other relays until it answers again (0: never)"),
+      SessionTimeout(&RunConfig::session_timeout,
+                     "a cut-off relay's lanes move after about this plus --rebalance-interval"),
+      Text("metrics-listen", &RunConfig::metrics_listen, "HOST:PORT",
+           "serve /metrics, /healthz, /readyz on HOST:PORT", "off", CheckListen),
+      List("kafka-conf", &RunConfig::kafka_conf, "KEY=VALUE",
+           "librdkafka property KEY=VALUE (repeatable): TLS, SASL, tuning", KafkaConf),
+      Text("kafka-conf-file", &RunConfig::kafka_conf_file, "PATH",
+           "librdkafka properties file (key=value lines, like Kafka's clients); secrets belong here",
+           "none"),
+      Duration("check-after", &RunConfig::check_after, milliseconds{0}, hours{24},
+               "half messages: first check-back after this age"),
+      Duration("check-interval", &RunConfig::check_interval, milliseconds{1}, hours{24},
+               "half messages: time between check-backs"),
+      Int("check-max", &RunConfig::check_max, 1, 1000,
+          "half messages: inconclusive checks before parking"),
+      Duration("check-timeout", &RunConfig::check_timeout, milliseconds{100}, minutes{10},
+               "half messages: timeout of one check-back request"),
+      Int("check-concurrency", &RunConfig::check_concurrency, 1, 1000,
+          "half messages: check-back requests in flight at once"),
+      Text("egress-allow", &RunConfig::egress_allow, "LIST",
+           "hosts and CIDRs check-backs may call besides public addresses", "none", CheckEgress),
+  };
+}
+
+// `run`'s options lifted into DoctorConfig, and --json. --egress-allow is taken as given:
+// doctor reports a bad list as a failed check (with the other checks) instead of ending.
+std::vector<Option<DoctorConfig>> DoctorOptions() {
+  std::vector<Option<DoctorConfig>> options;
+  for (auto& o : RunOptions()) {
+    if (o.name == "egress-allow") {
+      o = Text("egress-allow", &RunConfig::egress_allow, "LIST",
+               "hosts and CIDRs check-backs may call besides public addresses (checked as one of the checks)",
+               "none");
+    }
+    options.push_back(Lift(&DoctorConfig::run, std::move(o)));
+  }
+  options.push_back(Flag("json", &DoctorConfig::json, "print JSON instead of one line per check"));
+  return options;
+}
+
+void FinishDoctor(const std::vector<std::string>& args, DoctorConfig& d, Problems& problems) {
+  FinishRun(args, d.run, problems);
+}
+
 // Every subcommand and every option it takes: the one place options are declared.
 const std::vector<CommandSpec>& Commands() {
   static const std::vector<CommandSpec> kCommands = {
@@ -232,47 +297,7 @@ const std::vector<CommandSpec>& Commands() {
       Define("run", Command::kRun, "outbox-relay run --db CONNINFO --brokers LIST",
              "run the relay: publish outbox rows to Kafka in per-key order",
              "Run the relay: publish outbox rows to Kafka, in per-key order, then delete them.", &Invocation::run,
-             std::vector<Option<RunConfig>>{
-                 Required("db", &RunConfig::db, "CONNINFO", "libpq conninfo of the outbox database"),
-                 Required("brokers", &RunConfig::brokers, "LIST", "Kafka bootstrap servers host:port,...",
-                          CheckBrokers),
-                 Int("lanes", &RunConfig::lanes, 0, 1024, "most lanes this relay owns at once; 0 = its fair share"),
-                 Int("batch-size", &RunConfig::batch_size, 1, 100000, "rows claimed per lane and round trip"),
-                 Int("max-inflight-batches", &RunConfig::max_inflight_batches, 1, 64,
-                     "unacknowledged batches per lane"),
-                 Duration("poll-interval", &RunConfig::poll_interval, milliseconds{1}, minutes{1},
-                          "poll the outbox this often when no NOTIFY arrives"),
-                 Duration("rebalance-interval", &RunConfig::rebalance_interval, milliseconds{100}, minutes{1},
-                          "check lane ownership this often"),
-                 Duration("shutdown-timeout", &RunConfig::shutdown_timeout, milliseconds{0}, hours{1},
-                          "on SIGTERM, wait this long for in-flight messages"),
-                 Duration("stats-interval", &RunConfig::stats_interval, milliseconds{100}, hours{1},
-                          "refresh pending depth and age metrics this often"),
-                 Duration("kafka-stall-timeout", &RunConfig::kafka_stall_timeout, milliseconds{0}, hours{1},
-                          "when Kafka acknowledges nothing this long while records wait, hand the lanes to "
-                          "other relays until it answers again (0: never)"),
-                 SessionTimeout(&RunConfig::session_timeout,
-                                "a cut-off relay's lanes move after about this plus --rebalance-interval"),
-                 Text("metrics-listen", &RunConfig::metrics_listen, "HOST:PORT",
-                      "serve /metrics, /healthz, /readyz on HOST:PORT", "off", CheckListen),
-                 List("kafka-conf", &RunConfig::kafka_conf, "KEY=VALUE",
-                      "librdkafka property KEY=VALUE (repeatable): TLS, SASL, tuning", KafkaConf),
-                 Text("kafka-conf-file", &RunConfig::kafka_conf_file, "PATH",
-                      "librdkafka properties file (key=value lines, like Kafka's clients); secrets belong here",
-                      "none"),
-                 Duration("check-after", &RunConfig::check_after, milliseconds{0}, hours{24},
-                          "half messages: first check-back after this age"),
-                 Duration("check-interval", &RunConfig::check_interval, milliseconds{1}, hours{24},
-                          "half messages: time between check-backs"),
-                 Int("check-max", &RunConfig::check_max, 1, 1000,
-                     "half messages: inconclusive checks before parking"),
-                 Duration("check-timeout", &RunConfig::check_timeout, milliseconds{100}, minutes{10},
-                          "half messages: timeout of one check-back request"),
-                 Int("check-concurrency", &RunConfig::check_concurrency, 1, 1000,
-                     "half messages: check-back requests in flight at once"),
-                 Text("egress-allow", &RunConfig::egress_allow, "LIST",
-                      "hosts and CIDRs check-backs may call besides public addresses", "none", CheckEgress),
-             },
+             RunOptions(),
              false, Finish<RunConfig>{FinishRun}),
       Define("status", Command::kStatus, "outbox-relay status --db CONNINFO [--json]",
              "pending messages per lane, dead letters, half messages, notifications",
@@ -350,6 +375,16 @@ const std::vector<CommandSpec>& Commands() {
                  Flag("json", &PreparedConfig::json, "list as JSON"),
              },
              true, Finish<PreparedConfig>{FinishPrepared}),
+      Define("doctor", Command::kDoctor, "outbox-relay doctor --db CONNINFO --brokers LIST [--config FILE] [--json]",
+             "check a setup: database, schema, privileges, Kafka, topics, egress policy",
+             "Check a setup, one line per check with the fix when it fails: database reachable,\n"
+             "server version, schema version, the login's privileges for `run` and `notify`,\n"
+             "lanes and live relays, Kafka reachable, idempotence, topics of pending messages,\n"
+             "the egress policy, unknown OUTBOX_* variables. Takes every option of `run` (so\n"
+             "`doctor --config FILE` checks what `run --config FILE` would use); the ones it\n"
+             "does not check are accepted and ignored. Exit 0 only when every check passes, 1\n"
+             "otherwise, 2 for bad usage.",
+             &Invocation::doctor, DoctorOptions(), false, Finish<DoctorConfig>{FinishDoctor}),
   };
   return kCommands;
 }

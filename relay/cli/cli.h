@@ -9,7 +9,8 @@
 
 namespace outbox::relay {
 
-enum class Command { kHelp, kVersion, kMigrate, kRun, kStatus, kNotify, kDevKafka, kDeadLetters, kPrepared };
+enum class Command { kHelp, kVersion, kMigrate, kRun, kStatus, kNotify, kDevKafka, kDeadLetters, kPrepared,
+                     kDoctor };
 
 // What the command line asked for, fully validated. Only the config of `command` is set.
 struct Invocation {
@@ -26,6 +27,7 @@ struct Invocation {
   DevKafkaConfig dev_kafka;
   DeadLettersConfig dead_letters;
   PreparedConfig prepared;
+  DoctorConfig doctor;
 };
 
 // Parses `outbox-relay <command> [options]`. Sources, highest precedence first: flags,

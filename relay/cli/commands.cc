@@ -3,6 +3,7 @@
 #include <iostream>
 
 #include "cli/dead_letters_command.h"
+#include "cli/doctor_command.h"
 #include "cli/migrate.h"
 #include "cli/prepared_command.h"
 #include "cli/run_command.h"
@@ -29,6 +30,8 @@ int RunCommand(const Invocation& inv, std::shared_ptr<spdlog::logger> log) {
       return RunDeadLetters(inv.dead_letters, std::cout, std::cerr);
     case Command::kPrepared:
       return RunPrepared(inv.prepared, std::cout, std::cerr);
+    case Command::kDoctor:
+      return RunDoctor(inv.doctor, inv.warnings, std::cout);
     case Command::kHelp:
     case Command::kVersion:
       return kExitOk;

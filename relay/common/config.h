@@ -60,6 +60,13 @@ struct RunConfig {
   std::string egress_allow;
 };
 
+// `doctor` takes every option of `run` (so it checks what `run` would use, from the same
+// flags, environment and config file) and --json.
+struct DoctorConfig {
+  RunConfig run;
+  bool json = false;            // machine-readable output
+};
+
 struct StatusConfig {
   std::string db;
   bool json = false;            // machine-readable output

@@ -1,5 +1,6 @@
 #include "pg/startup_check.h"
 
+#include <optional>
 #include <vector>
 
 #include "common/errors.h"
@@ -10,8 +11,9 @@ namespace {
 
 bool Contains(const std::string& text, const char* part) { return text.find(part) != std::string::npos; }
 
-// A connection failure that the same attempt later will meet again. libpq reports no
-// SQLSTATE for a failed connection, so the server's message decides.
+}  // namespace
+
+// libpq reports no SQLSTATE for a failed connection, so the server's message decides.
 std::string PermanentConnectProblem(const std::string& raw) {
   const std::string what = OneLine(raw);
   if (Contains(what, "no password supplied")) {
@@ -33,6 +35,8 @@ std::string PermanentConnectProblem(const std::string& raw) {
   }
   return "";
 }
+
+namespace {
 
 struct Need {
   const char* schema;  // the schema the object lives in (its USAGE comes first)
@@ -104,22 +108,32 @@ std::unique_ptr<PgConnection> Connect(const std::string& conninfo, const std::st
 // The schema version and the role's privileges, on an open session. Throws ConfigError
 // naming the fix, PgError if a statement fails (or the session is lost).
 void CheckSession(PgConnection& conn, StartupRole role) {
+  if (auto problem = SchemaProblem(conn)) throw ConfigError({*problem});
+  if (auto problem = PrivilegeProblem(conn, role)) throw ConfigError({*problem});
+}
+
+}  // namespace
+
+std::optional<std::string> SchemaProblem(PgConnection& conn) {
   // The newest object of the migrations this binary carries: older schemas lack it.
   // Catalog reads need no privilege on the schema (to_regclass would need USAGE).
   auto schema = conn.Exec(
       "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
       "               WHERE n.nspname = 'outbox' AND c.relname = 'settings'), "
       "       EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
-      "               WHERE n.nspname = 'outbox' AND p.proname = 'dead_letter'), current_user");
-  const std::string login = TextValue(schema, 0, 2);
+      "               WHERE n.nspname = 'outbox' AND p.proname = 'dead_letter')");
   if (TextValue(schema, 0, 0) != "t") {
-    throw ConfigError({"the database has no outbox schema: run `outbox-relay migrate --db ...` as the schema "
-                       "owner first"});
+    return "the database has no outbox schema: run `outbox-relay migrate --db ...` as the schema owner first";
   }
   if (TextValue(schema, 0, 1) != "t") {
-    throw ConfigError({"the outbox schema is older than this outbox-relay: run `outbox-relay migrate --db ...` "
-                       "as the schema owner (it applies only the missing migrations)"});
+    return "the outbox schema is older than this outbox-relay: run `outbox-relay migrate --db ...` as the schema "
+           "owner (it applies only the missing migrations)";
   }
+  return std::nullopt;
+}
+
+std::optional<std::string> PrivilegeProblem(PgConnection& conn, StartupRole role) {
+  const std::string login = TextValue(conn.Exec("SELECT current_user"), 0, 0);
   const Requirements req = RequirementsOf(role);
   std::vector<std::string> missing, unusable_schemas;
   for (const char* s : req.schemas) {
@@ -134,15 +148,11 @@ void CheckSession(PgConnection& conn, StartupRole role) {
     if (schema_unusable) continue;
     if (TextValue(conn.Exec(std::string("SELECT ") + n.check), 0, 0) != "t") missing.push_back(n.what);
   }
-  if (!missing.empty()) {
-    std::string list;
-    for (const auto& m : missing) list += (list.empty() ? "" : ", ") + m;
-    throw ConfigError({"the login " + login + " lacks " + list + ": GRANT outbox_relay TO " + login +
-                       " (as the schema owner)"});
-  }
+  if (missing.empty()) return std::nullopt;
+  std::string list;
+  for (const auto& m : missing) list += (list.empty() ? "" : ", ") + m;
+  return "the login " + login + " lacks " + list + ": GRANT outbox_relay TO " + login + " (as the schema owner)";
 }
-
-}  // namespace
 
 void CheckStartup(const std::string& conninfo, StartupRole role, std::chrono::milliseconds session_timeout) {
   std::unique_ptr<PgConnection> conn;

@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "common/config.h"
@@ -39,5 +40,19 @@ void CheckStartup(const std::string& conninfo, StartupRole role,
 // uses. Throws ConfigError naming the fix, RuntimeError (exit 1) if the server cannot be
 // reached. Never prints the password.
 std::unique_ptr<PgConnection> OpenCheckedSession(const std::string& conninfo, StartupRole role);
+
+// The same checks one by one, as values, for `outbox-relay doctor` (which reports every
+// problem instead of ending at the first). Each returns the problem with its fix, or
+// nothing when that part is fine.
+
+// A connection failure (PgError text from PgConnection) that the same attempt later will
+// meet again (authentication, pg_hba.conf, unknown login or database), with its fix; ""
+// for one that may heal (the server is down or unreachable).
+std::string PermanentConnectProblem(const std::string& raw);
+// The outbox schema is missing or older than the migrations this binary carries. Throws
+// PgError.
+std::optional<std::string> SchemaProblem(PgConnection& conn);
+// What the session's login lacks for `role`, with the GRANT that fixes it. Throws PgError.
+std::optional<std::string> PrivilegeProblem(PgConnection& conn, StartupRole role);
 
 }  // namespace outbox::relay
