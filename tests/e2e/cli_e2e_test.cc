@@ -166,13 +166,7 @@ TEST(CliE2e, ThePasswordComesFromLibpqsPasswordFile) {
   auto db = test::FreshDatabase();
   ASSERT_EQ(RunProcess({RelayBinary(), "migrate", "--db", db}).code, 0);
   const std::string login = "outbox_test_password_relay";
-  {
-    pqxx::connection c{db};
-    pqxx::nontransaction tx{c};
-    tx.exec("DROP ROLE IF EXISTS " + login);
-    tx.exec("CREATE ROLE " + login + " LOGIN PASSWORD 'pw-in-file-7' IN ROLE outbox_relay");
-  }
-  test::SharedCluster().RequirePasswordFor(login);
+  test::CreatePasswordLogin(db, login, "pw-in-file-7", "outbox_relay");
   const std::string dbname = pqxx::connection{db}.dbname();
   const auto conninfo = test::SharedCluster().ConninfoFor(dbname, login);  // no password in it
   test::TempDir dir;

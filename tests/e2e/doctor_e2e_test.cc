@@ -145,13 +145,7 @@ TEST(Doctor, AWrongPasswordFailsAndIsNeverPrinted) {
   test::KafkaCluster kafka;
   auto db = Migrated();
   const std::string login = "outbox_test_doctor_pw";
-  {
-    pqxx::connection c{db};
-    pqxx::nontransaction tx{c};
-    tx.exec("DROP ROLE IF EXISTS " + login);
-    tx.exec("CREATE ROLE " + login + " LOGIN PASSWORD 'right-pw-31' IN ROLE outbox_relay");
-  }
-  test::SharedCluster().RequirePasswordFor(login);
+  test::CreatePasswordLogin(db, login, "right-pw-31", "outbox_relay");
   auto base = test::SharedCluster().ConninfoFor(pqxx::connection{db}.dbname(), login);
   auto wrong = Doctor(base + " password=wrong-pw-59", kafka.bootstrap());
   EXPECT_EQ(wrong.code, 1) << wrong.out << wrong.err;

@@ -28,7 +28,6 @@
 
 namespace outbox::test {
 
-inline constexpr int kPartitionLaneLockClass = 0x6f72656c;  // relay/pg/outbox_store.h
 
 class PartitionFixture : public ::testing::Test {
  protected:
@@ -103,26 +102,12 @@ class PartitionFixture : public ::testing::Test {
   }
 
   // Lane locks held, by backend pid.
-  std::map<int, int> LaneOwners() {
-    pqxx::connection c{db_};
-    pqxx::work tx{c};
-    std::map<int, int> owners;
-    for (const auto& row : tx.exec("SELECT pid, count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
-                                   "AND objsubid = 2 AND classid = " + std::to_string(kPartitionLaneLockClass) +
-                                   " AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-                                   "GROUP BY pid")) {
-      owners[row[0].as<int>()] = row[1].as<int>();
-    }
-    return owners;
-  }
+  std::map<int, int> LaneOwners() { return test::LaneLockHolders(db_); }
   bool OneOwnerOfAll16() {
     auto o = LaneOwners();
     return o.size() == 1 && o.begin()->second == 16;
   }
-  bool TwoRelaysOwnEightLanesEach() {
-    auto o = LaneOwners();
-    return o.size() == 2 && o.begin()->second == 8 && o.rbegin()->second == 8;
-  }
+  bool TwoRelaysOwnEightLanesEach() { return test::TwoHoldEightLanesEach(LaneOwners()); }
   // The backend of relay A's lane session (application_name outbox-relay, from the
   // namespace's address); 0 if the server has none.
   int InsideLaneSession() {

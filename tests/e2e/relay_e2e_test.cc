@@ -26,7 +26,6 @@ namespace {
 using namespace std::chrono_literals;
 using ::testing::HasSubstr;
 
-constexpr int kLaneLockClass = 0x6f72656c;  // relay/outbox_store.h
 
 
 class RelayE2e : public ::testing::Test {
@@ -83,24 +82,10 @@ class RelayE2e : public ::testing::Test {
   }
 
   // The 16 default lanes split evenly between two relays.
-  bool TwoRelaysOwnEightLanesEach() {
-    auto o = LaneOwners();
-    return o.size() == 2 && o.begin()->second == 8 && o.rbegin()->second == 8;
-  }
+  bool TwoRelaysOwnEightLanesEach() { return test::TwoHoldEightLanesEach(LaneOwners()); }
 
   // Lane locks held, by backend pid.
-  std::map<int, int> LaneOwners() {
-    pqxx::connection c{db_};
-    pqxx::work tx{c};
-    std::map<int, int> owners;
-    for (const auto& row : tx.exec("SELECT pid, count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
-                                   "AND objsubid = 2 AND classid = " + std::to_string(kLaneLockClass) +
-                                   " AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-                                   "GROUP BY pid")) {
-      owners[row[0].as<int>()] = row[1].as<int>();
-    }
-    return owners;
-  }
+  std::map<int, int> LaneOwners() { return test::LaneLockHolders(db_); }
 
   std::string db_;           // the owner's: migrations and the test's own checks
   std::string relay_db_;     // what the relay and operator commands use

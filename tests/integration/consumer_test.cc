@@ -394,7 +394,8 @@ TEST_F(ConsumerDatabase, LostConnectionIsRetriedWithoutCountingAnAttempt) {
                  // The database drops the consumer's session mid-transaction.
                  pqxx::connection admin{db_};
                  pqxx::work a{admin};
-                 a.exec_params("SELECT pg_terminate_backend($1)", tx.conn().backendpid());
+                 // Returns once the backend is gone (not just signalled).
+                 a.exec_params("SELECT pg_terminate_backend($1, 30000)", tx.conn().backendpid());
                  a.commit();
                  tx.exec("SELECT 1");  // throws pqxx::broken_connection
                }

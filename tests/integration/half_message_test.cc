@@ -447,7 +447,9 @@ TEST_F(HalfMessageBarrier, AnswerCheckBackTurnsDatabaseFailuresInto500) {
   {
     pqxx::connection admin{business_};
     pqxx::work tx{admin};
-    tx.exec("SELECT pg_terminate_backend(" + std::to_string(business.backendpid()) + ")");
+    // With a timeout it returns once the backend is gone (without one it only signals it,
+    // and under load the next statement could still reach it).
+    tx.exec("SELECT pg_terminate_backend(" + std::to_string(business.backendpid()) + ", 30000)");
     tx.commit();
   }
   auto broken = AnswerCheckBack(business, "g1");

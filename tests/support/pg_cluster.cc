@@ -118,6 +118,36 @@ void PgCluster::RequirePasswordFor(const std::string& user) {
   if (!applied) throw std::runtime_error("the server did not start asking " + user + " for a password");
 }
 
+void CreatePasswordLogin(const std::string& owner_conninfo, const std::string& login, const std::string& password,
+                         const std::string& role) {
+  {
+    pqxx::connection c{owner_conninfo};
+    pqxx::nontransaction tx{c};
+    tx.exec("DROP ROLE IF EXISTS " + tx.quote_name(login));
+    tx.exec("CREATE ROLE " + tx.quote_name(login) + " LOGIN PASSWORD " + tx.quote(password) + " IN ROLE " +
+            tx.quote_name(role));
+  }
+  SharedCluster().RequirePasswordFor(login);
+}
+
+std::map<int, int> LaneLockHolders(const std::string& conninfo) {
+  constexpr int kLaneLockClass = 0x6f72656c;  // relay/pg/outbox_store.h
+  pqxx::connection c{conninfo};
+  pqxx::work tx{c};
+  std::map<int, int> holders;
+  for (const auto& row : tx.exec("SELECT pid, count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                                 "AND objsubid = 2 AND classid = " + std::to_string(kLaneLockClass) +
+                                 " AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+                                 "GROUP BY pid")) {
+    holders[row[0].as<int>()] = row[1].as<int>();
+  }
+  return holders;
+}
+
+bool TwoHoldEightLanesEach(const std::map<int, int>& holders) {
+  return holders.size() == 2 && holders.begin()->second == 8 && holders.rbegin()->second == 8;
+}
+
 PgCluster& SharedCluster() {
   static PgCluster cluster;
   return cluster;

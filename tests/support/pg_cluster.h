@@ -1,6 +1,7 @@
 #pragma once
 
 #include <memory>
+#include <map>
 #include <string>
 
 namespace outbox::test {
@@ -48,6 +49,17 @@ class PgCluster {
   std::string dir_;
   std::string conninfo_;
 };
+
+// (Re)creates `login` with `password`, granted `role`, and makes the shared cluster ask
+// it for that password (PgCluster::RequirePasswordFor). `owner_conninfo`: a superuser's.
+void CreatePasswordLogin(const std::string& owner_conninfo, const std::string& login, const std::string& password,
+                         const std::string& role);
+
+// The relays' lane locks on database `conninfo` as the server sees them: how many lanes
+// each backend (pid) holds (relay/pg/outbox_store.h, lock class 0x6f72656c).
+std::map<int, int> LaneLockHolders(const std::string& conninfo);
+// Two backends hold eight of the 16 default lanes each.
+bool TwoHoldEightLanesEach(const std::map<int, int>& holders);
 
 // One cluster per test process, started on first use.
 PgCluster& SharedCluster();
