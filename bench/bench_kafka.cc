@@ -3,7 +3,7 @@
 //   bench-kafka ceiling --brokers B --topic T --count N [--payload 256] [--keys 10000]
 //                       [--conf KEY=VALUE ...]
 //     A bare librdkafka producer with the relay's settings (idempotent, acks=all,
-//     linger.ms=5, batch.num.messages=10000, murmur2_random, RD_KAFKA_MSG_F_COPY, a
+//     linger.ms=0, batch.num.messages=10000, murmur2_random, RD_KAFKA_MSG_F_COPY, a
 //     message_id header) pushes N records; prints {"msgs":..,"seconds":..,"msgs_per_s":..}.
 //     Time runs from the first produce to the last delivery report.
 //   bench-kafka offsets --brokers B --topic T
@@ -57,7 +57,7 @@ KafkaPtr NewHandle(rd_kafka_type_t type, const std::string& brokers, const std::
     set("enable.idempotence", "true");
     set("acks", "all");
     set("message.timeout.ms", "0");
-    set("linger.ms", "5");
+    set("linger.ms", "0");
     set("batch.num.messages", "10000");
     set("partitioner", "murmur2_random");
     rd_kafka_conf_set_dr_msg_cb(conf, &OnDelivery);

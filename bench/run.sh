@@ -29,10 +29,10 @@ PAYLOAD=256
 
 if [ "$QUICK" = 1 ]; then
   N_DRAIN=100000; N_KAFKA=100000; PGB_SECONDS=5; NOTIFY_ROUNDS=2; LAT_SECONDS=10; LAT_OFF_SECONDS=5
-  N_SCALE=60000; N_SCALE_16K=5000; N_CONSUMER=20000; CONSUMER_E2E_SECONDS=10
+  N_SCALE=60000; N_SCALE_16K=5000; N_CONSUMER=20000; CONSUMER_E2E_SECONDS=10; NEW_TOPIC_ROUNDS=5
 else
   N_DRAIN=1000000; N_KAFKA=1000000; PGB_SECONDS=10; NOTIFY_ROUNDS=3; LAT_SECONDS=30; LAT_OFF_SECONDS=10
-  N_SCALE=300000; N_SCALE_16K=20000; N_CONSUMER=100000; CONSUMER_E2E_SECONDS=30
+  N_SCALE=300000; N_SCALE_16K=20000; N_CONSUMER=100000; CONSUMER_E2E_SECONDS=30; NEW_TOPIC_ROUNDS=20
 fi
 
 log() { echo "[bench $(date +%H:%M:%S)] $*" >&2; }
@@ -41,13 +41,15 @@ log() { echo "[bench $(date +%H:%M:%S)] $*" >&2; }
 if [ "${OUTBOX_BENCH_SKIP_BUILD:-0}" != 1 ]; then
   log "building (Release) in $BUILD"
   cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS=-g >/dev/null
-  cmake --build "$BUILD" -j2 --target outbox-relay bench-kafka bench-pg-delete bench-latency bench-consumer >/dev/null
+  cmake --build "$BUILD" -j2 --target outbox-relay bench-kafka bench-pg-delete bench-latency bench-consumer \
+    bench-new-topic >/dev/null
 fi
 RELAY=${OUTBOX_BENCH_RELAY_BIN:-$BUILD/relay/outbox-relay}
 BK=$BUILD/bench/bench-kafka
 BD=$BUILD/bench/bench-pg-delete
 BL=$BUILD/bench/bench-latency
 BC=$BUILD/bench/bench-consumer
+BNT=$BUILD/bench/bench-new-topic
 
 # --- servers -----------------------------------------------------------------------
 WORK=$(mktemp -d /tmp/outbox-bench.XXXXXX)
@@ -233,6 +235,10 @@ R[drain_ratio_parts]=$(echo "${R[drain]} / $MIN_PARTS" | bc -l)
 psqlq "VACUUM outbox.messages" >/dev/null
 R[size_before]=$(psqlq "SELECT pg_total_relation_size('outbox.messages')")
 start_relay
+log "latency at 100 msg/s for ${LAT_SECONDS}s"
+L100=$("$BL" --db "$DB" --brokers "$BROKERS" --topic bench --rate 100 --seconds "$LAT_SECONDS" || true)
+log "first record to a new topic, $NEW_TOPIC_ROUNDS topics"
+NT=$("$BNT" --db "$DB" --rounds "$NEW_TOPIC_ROUNDS" || true)
 log "latency at 1000 msg/s for ${LAT_SECONDS}s"
 L1=$("$BL" --db "$DB" --brokers "$BROKERS" --topic bench --rate 1000 --seconds "$LAT_SECONDS" || true)
 log "latency at 5000 msg/s for ${LAT_SECONDS}s"
@@ -244,6 +250,10 @@ L0=$("$BL" --db "$DB" --brokers "$BROKERS" --topic bench --rate 1000 --seconds "
 psqlq "UPDATE outbox.settings SET notify = true" >/dev/null
 stop_relay
 R[lat_rss_mb]=$RELAY_RSS_MB
+R[e2e_p50_ms_at_100]=$(jget "$L100" .p50_ms); R[e2e_p99_ms_at_100]=$(jget "$L100" .p99_ms)
+R[e2e_max_ms_at_100]=$(jget "$L100" .max_ms)
+R[first_record_new_topic_ms]=$(jget "$NT" .new_topic_p50_ms); R[first_record_new_topic_max_ms]=$(jget "$NT" .new_topic_max_ms)
+R[first_record_known_topic_ms]=$(jget "$NT" .known_topic_p50_ms)
 R[e2e_p50_ms_at_1000]=$(jget "$L1" .p50_ms); R[e2e_p99_ms_at_1000]=$(jget "$L1" .p99_ms)
 R[e2e_max_ms_at_1000]=$(jget "$L1" .max_ms)
 R[commit_p50_1000]=$(jget "$L1" .commit_p50_ms); R[commit_p99_1000]=$(jget "$L1" .commit_p99_ms)
@@ -310,6 +320,9 @@ jq -n \
   --argjson ccd_old "${R[pg_claim_delete_old]}" --argjson ccd_new "${R[pg_claim_delete_new]}" --argjson ratio_parts "$(f "${R[drain_ratio_parts]}" 3)" \
   --argjson c50 "${R[commit_p50_1000]}" --argjson c99 "${R[commit_p99_1000]}" \
   --argjson c50_5 "${R[commit_p50_5000]}" --argjson c99_5 "${R[commit_p99_5000]}" \
+  --argjson p50_100 "${R[e2e_p50_ms_at_100]}" --argjson p99_100 "${R[e2e_p99_ms_at_100]}" --argjson max100 "${R[e2e_max_ms_at_100]}" \
+  --argjson nt "${R[first_record_new_topic_ms]}" --argjson nt_max "${R[first_record_new_topic_max_ms]}" \
+  --argjson nt_known "${R[first_record_known_topic_ms]}" --argjson nt_rounds "$NEW_TOPIC_ROUNDS" \
   --argjson p50 "${R[e2e_p50_ms_at_1000]}" --argjson p99 "${R[e2e_p99_ms_at_1000]}" --argjson max1 "${R[e2e_max_ms_at_1000]}" \
   --argjson p50_5 "${R[e2e_p50_ms_at_5000]}" --argjson p99_5 "${R[e2e_p99_ms_at_5000]}" --argjson max5 "${R[e2e_max_ms_at_5000]}" \
   --argjson p50_off "${R[e2e_p50_ms_notify_off]}" --argjson p99_off "${R[e2e_p99_ms_notify_off]}" \
@@ -328,7 +341,10 @@ jq -n \
     drain_msgs_per_s:$drain, drain_seconds:$drain_s,
     ceiling_pg_insert_msgs_per_s:$ci, ceiling_pg_delete_msgs_per_s:$cd, ceiling_kafka_msgs_per_s:$ck,
     pg_claim_plus_delete_msgs_per_s:$ccd, pg_claim_plus_delete_fresh_table_msgs_per_s:{current_claim:$ccd_new, pre_issue8_claim:$ccd_old},
-    drain_ratio:$ratio, drain_ratio_vs_relay_parts:$ratio_parts,
+    drain_ratio:$ratio, drain_ratio_vs_relay_parts:$ratio_parts, drain_vs_parts:$ratio_parts,
+    e2e_p50_ms_at_100:$p50_100, e2e_p99_ms_at_100:$p99_100, e2e_max_ms_at_100:$max100,
+    first_record_new_topic_ms:$nt, first_record_new_topic_max_ms:$nt_max, first_record_known_topic_ms:$nt_known,
+    new_topic_rounds:$nt_rounds,
     commit_p50_ms_at_1000:$c50, commit_p99_ms_at_1000:$c99, commit_p50_ms_at_5000:$c50_5, commit_p99_ms_at_5000:$c99_5,
     e2e_p50_ms_at_1000:$p50, e2e_p99_ms_at_1000:$p99, e2e_max_ms_at_1000:$max1,
     e2e_p50_ms_at_5000:$p50_5, e2e_p99_ms_at_5000:$p99_5, e2e_max_ms_at_5000:$max5,
@@ -359,6 +375,8 @@ cat <<EOF
 | **Relay drain** ($N_DRAIN rows, ${PAYLOAD} B) | **${R[drain]} msgs/s** ($(f "${R[drain_s]}" 1) s) | |
 | **drain_ratio** (drain / min ceiling) | **$(f "${R[drain_ratio]}" 2)** | target ≥ 0.7 |
 | drain / min(claim+DELETE, Kafka) | $(f "${R[drain_ratio_parts]}" 2) | what the relay's own parts allow |
+| e2e latency @100/s p50 / p99 / max | ${R[e2e_p50_ms_at_100]} / **${R[e2e_p99_ms_at_100]}** / ${R[e2e_max_ms_at_100]} ms | targets p50 ≤ 3, p99 ≤ 10 |
+| first record to a new topic p50 / max (commit → row deleted) | **${R[first_record_new_topic_ms]}** / ${R[first_record_new_topic_max_ms]} ms | target ≤ 50; a known topic: ${R[first_record_known_topic_ms]} ms; $NEW_TOPIC_ROUNDS topics |
 | e2e latency @1000/s p50 / p99 / max | ${R[e2e_p50_ms_at_1000]} / **${R[e2e_p99_ms_at_1000]}** / ${R[e2e_max_ms_at_1000]} ms | target p99 ≤ 50; COMMIT itself p50/p99 ${R[commit_p50_1000]} / ${R[commit_p99_1000]} ms |
 | e2e latency @5000/s p50 / p99 / max | ${R[e2e_p50_ms_at_5000]} / ${R[e2e_p99_ms_at_5000]} / ${R[e2e_max_ms_at_5000]} ms | COMMIT itself p50/p99 ${R[commit_p50_5000]} / ${R[commit_p99_5000]} ms |
 | e2e latency @1000/s, NOTIFY off: p50 / p99 | ${R[e2e_p50_ms_notify_off]} / ${R[e2e_p99_ms_notify_off]} ms | --poll-interval 200ms |

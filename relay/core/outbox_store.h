@@ -76,6 +76,10 @@ class OutboxStore {
   // True if a wake-up (PostgreSQL NOTIFY on channel outbox_relay: rows were published)
   // arrived since the last call. Non-blocking.
   virtual bool TakeWakeups() = 0;
+  // True if a wake-up arrived during the statements since the last call (the client
+  // library read it while waiting for their results, so wait_fd is not readable for it).
+  // No I/O: never fails. Clears what it reports, like TakeWakeups.
+  virtual bool TakeBufferedWakeups() = 0;
   // A file descriptor readable when a wake-up may be waiting (poll(2)), or -1.
   virtual int wait_fd() const { return -1; }
 };

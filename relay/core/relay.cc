@@ -623,6 +623,12 @@ void Relay::DatabaseTurn(TimePoint now) {
       next_rebalance_ = now + config_.rebalance_interval;
     }
     if (!draining_ && !standby_) ClaimAndProduce();
+    // A NOTIFY that arrived while this turn's statements ran was read by the client
+    // library with their results, so poll(2) would not see it: the rows it announces
+    // would wait for the next acknowledgement or the poll timer. Claim again at once.
+    if (store_->TakeBufferedWakeups()) {
+      for (auto& [id, lane] : lanes_) lane.wake = true;
+    }
     if (statement_failures_ > 0) {
       repeat_log_.Clear("statement");
       log_->info("database statements succeed again after {} failures in a row", statement_failures_);

@@ -5,6 +5,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -12,6 +13,7 @@
 
 struct rd_kafka_s;
 struct rd_kafka_queue_s;
+struct rd_kafka_topic_s;
 struct rd_kafka_conf_s;
 namespace spdlog { class logger; }
 
@@ -20,7 +22,9 @@ namespace outbox::relay {
 // The Kafka adapter (core/record_sink.h): an idempotent librdkafka producer
 // (enable.idempotence=true, acks=all) that writes outbox rows as records: key, value,
 // headers + message_id. Records of one key go to one partition (murmur2, like the Java
-// client) in produce order. Not thread-safe: owned by the relay loop.
+// client) in produce order. The first record to a topic asks the cluster for the topic's
+// metadata at once (one round trip before the topic's records can go). Not thread-safe:
+// owned by the relay loop.
 class KafkaProducer final : public RecordSink {
  public:
   // Throws ConfigError if a property is rejected by librdkafka, or would let records of
@@ -57,6 +61,8 @@ class KafkaProducer final : public RecordSink {
 
  private:
   void Create();  // the handle, its main queue and the wake-up on the pipe
+  // The topic's handle, created (and its metadata requested) on first use.
+  rd_kafka_topic_s* Topic(const std::string& name);
 
   // One owner per resource: the handle, its main queue, the wake-up pipe.
   struct HandleDeleter {
@@ -64,6 +70,9 @@ class KafkaProducer final : public RecordSink {
   };
   struct QueueDeleter {
     void operator()(rd_kafka_queue_s* q) const;
+  };
+  struct TopicDeleter {
+    void operator()(rd_kafka_topic_s* rkt) const;
   };
   class Fd {
    public:
@@ -85,6 +94,9 @@ class KafkaProducer final : public RecordSink {
   Fd event_pipe_[2];
   std::unique_ptr<rd_kafka_s, HandleDeleter> rk_;          // destroyed before the pipe
   std::unique_ptr<rd_kafka_queue_s, QueueDeleter> main_queue_;  // released before the handle
+  // Topic handles of rk_, one per topic produced to (destroyed before the handle). Kept
+  // for the handle's life: librdkafka keeps every topic it saw anyway.
+  std::unordered_map<std::string, std::unique_ptr<rd_kafka_topic_s, TopicDeleter>> topics_;
   std::future<bool> probe_;  // Reachable's request in flight; waited for before the handle goes
 };
 

@@ -181,4 +181,6 @@ bool PgOutboxStore::TakeWakeups() {
   return !conn_->ConsumeNotifications().empty();
 }
 
+bool PgOutboxStore::TakeBufferedWakeups() { return !conn_->BufferedNotifications().empty(); }
+
 }  // namespace outbox::relay

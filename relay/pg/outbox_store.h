@@ -32,6 +32,7 @@ class PgOutboxStore final : public OutboxStore {
   void Delete(const std::vector<std::int64_t>& ids) override;
   void DeadLetter(std::int64_t id, const std::string& error) override;
   bool TakeWakeups() override;
+  bool TakeBufferedWakeups() override;
   int wait_fd() const override { return conn_->socket(); }
 
  private:

@@ -106,6 +106,15 @@ std::vector<std::string> PgConnection::ConsumeNotifications() {
   return channels;
 }
 
+std::vector<std::string> PgConnection::BufferedNotifications() {
+  std::vector<std::string> channels;
+  while (PGnotify* n = PQnotifies(conn_.get())) {
+    channels.emplace_back(n->relname);
+    PQfreemem(n);
+  }
+  return channels;
+}
+
 std::int64_t ReadInt8(const PGresult* r, int row, int col) {
   std::uint64_t v;
   std::memcpy(&v, PQgetvalue(r, row, col), 8);

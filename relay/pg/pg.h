@@ -58,6 +58,9 @@ class PgConnection {
   // Reads what the server sent without blocking; returns the channels of the
   // notifications that arrived. Throws PgError if the connection is lost.
   std::vector<std::string> ConsumeNotifications();
+  // The notifications libpq already read (during earlier statements), without reading
+  // the socket: never fails.
+  std::vector<std::string> BufferedNotifications();
   int socket() const { return PQsocket(conn_.get()); }
   bool ok() const { return PQstatus(conn_.get()) == CONNECTION_OK; }
 

@@ -574,6 +574,12 @@ class SimStore final : public OutboxStore {
     w_.sessions_[static_cast<size_t>(s_)].wakeup = false;
     return w;
   }
+  bool TakeBufferedWakeups() override {
+    // No I/O (PQnotifies on what libpq already read): no fault, and nothing through a cut.
+    auto& session = w_.sessions_[static_cast<size_t>(s_)];
+    if (w_.HostCut(session.host) || !session.alive) return false;
+    return std::exchange(session.wakeup, false);
+  }
 
  private:
   // A statement starts: fails if the session is gone, may lose the session (before it
