@@ -24,25 +24,11 @@
 #include <vector>
 
 #include "bench_common.h"
+#include "bench_pg.h"
 
 using namespace outbox::bench;
 
 namespace {
-
-struct PgFinish {
-  void operator()(PGconn* c) const { PQfinish(c); }
-};
-struct PgClear {
-  void operator()(PGresult* r) const { PQclear(r); }
-};
-using PgResultPtr = std::unique_ptr<PGresult, PgClear>;
-
-PgResultPtr Must(PGconn* c, PGresult* raw) {
-  PgResultPtr r{raw};
-  auto s = PQresultStatus(r.get());
-  if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK) Die(PQerrorMessage(c));
-  return r;
-}
 
 // Publishes one message to `topic` and returns commit -> row gone, in ms.
 double OneRecord(PGconn* c, const std::string& topic) {
