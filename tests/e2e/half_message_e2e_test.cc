@@ -339,8 +339,12 @@ TEST_F(HalfMessageE2e, CheckBackSurvivesAPostgresRestart) {
   Prepare("g2", endpoint.Url("/check"));
   ASSERT_TRUE(WaitState("g2", "committed")) << relay->Stderr();
   EXPECT_THAT(relay->Stderr(), HasSubstr("check-back lost its PostgreSQL session"));
-  auto records = ReadAllWithSentinel(2);
-  EXPECT_EQ(records.size(), 3u);
+  // g1, g2 and the sentinel, each once — except that g1's row may be published again: an
+  // immediate restart can undo the relay's DELETE of it (the relay's session does not wait
+  // for its WAL flush, docs/relay.md), and a row that comes back is published again.
+  auto report = test::Analyze(ReadAllWithSentinel(2));
+  EXPECT_EQ(report.distinct, 3);
+  EXPECT_LE(report.duplicates, 1);
 }
 
 // The times of the relay's log lines that contain `text` ("2026-11-30 12:00:00.123 ...").
