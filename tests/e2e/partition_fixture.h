@@ -74,17 +74,10 @@ class PartitionFixture : public ::testing::Test {
   }
   // A gauge or counter without labels; -1 if absent.
   static double Metric(const std::string& metrics, const std::string& name) {
-    std::smatch m;
-    std::regex line{"(^|\\n)" + name + " ([0-9.e+-]+)"};
-    return std::regex_search(metrics, m, line) ? std::stod(m[2].str()) : -1;
+    return test::MetricSample(metrics, name);
   }
 
-  long long Scalar(const std::string& sql) {
-    pqxx::connection c{db_};
-    pqxx::work tx{c};
-    auto v = tx.exec1(sql)[0];
-    return v.is_null() ? 0 : v.as<long long>();
-  }
+  long long Scalar(const std::string& sql) { return test::ScalarOf(db_, sql); }
   long long Pending() { return Scalar("SELECT count(*) FROM outbox.messages"); }
   bool WaitDrained(std::chrono::milliseconds deadline) {
     return WaitUntil([&] { return Pending() == 0; }, deadline);

@@ -52,12 +52,7 @@ class RelayE2e : public ::testing::Test {
   const std::string& RelayDb() const { return relay_db_; }
   const std::string& ProducerDb() const { return producer_db_; }
 
-  long long Scalar(const std::string& sql) {
-    pqxx::connection c{db_};
-    pqxx::work tx{c};
-    auto v = tx.exec1(sql)[0];
-    return v.is_null() ? 0 : v.as<long long>();
-  }
+  long long Scalar(const std::string& sql) { return test::ScalarOf(db_, sql); }
   long long Pending() { return Scalar("SELECT count(*) FROM outbox.messages"); }
   void Exec(const std::string& sql) {
     pqxx::connection c{db_};
@@ -571,10 +566,7 @@ TEST_F(RelayE2e, PerLaneGaugesComeFromTheLanesOwnerOnly) {
 // A metric's value from /metrics (a sample without labels), or -1.
 double MetricValue(int port, const std::string& name) {
   auto m = test::HttpGet(port, "/metrics");
-  std::regex line{"(^|\n)" + name + " ([0-9.e+-]+)"};
-  std::smatch match;
-  if (m.status != 200 || !std::regex_search(m.body, match, line)) return -1;
-  return std::stod(match[2]);
+  return m.status == 200 ? test::MetricSample(m.body, name) : -1;
 }
 
 // The relay's log lines containing `text`.

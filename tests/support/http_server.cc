@@ -210,4 +210,10 @@ int WaitForMetricsPort(const Process& process, std::chrono::milliseconds deadlin
   return port;
 }
 
+double MetricSample(const std::string& metrics, const std::string& name) {
+  std::smatch m;
+  std::regex line{"(^|\n)" + name + " ([0-9.e+-]+)"};
+  return std::regex_search(metrics, m, line) ? std::stod(m[2].str()) : -1;
+}
+
 }  // namespace outbox::test

@@ -102,6 +102,9 @@ struct HttpAnswer {
 // GET http://127.0.0.1:port + path (cpp-httplib's client), 5 s timeouts.
 HttpAnswer HttpGet(int port, const std::string& path);
 
+// A sample without labels in a Prometheus text exposition (`name value`); -1 if absent.
+double MetricSample(const std::string& metrics, const std::string& name);
+
 // The port an outbox-relay process bound for --metrics-listen HOST:0, read from its log
 // line "serving /metrics /healthz /readyz port=N"; 0 if it did not appear within
 // `deadline` (scaled).

@@ -130,6 +130,13 @@ void CreatePasswordLogin(const std::string& owner_conninfo, const std::string& l
   SharedCluster().RequirePasswordFor(login);
 }
 
+long long ScalarOf(const std::string& conninfo, const std::string& sql) {
+  pqxx::connection c{conninfo};
+  pqxx::work tx{c};
+  auto v = tx.exec1(sql)[0];
+  return v.is_null() ? 0 : v.as<long long>();
+}
+
 std::map<int, int> LaneLockHolders(const std::string& conninfo) {
   constexpr int kLaneLockClass = 0x6f72656c;  // relay/pg/outbox_store.h
   pqxx::connection c{conninfo};

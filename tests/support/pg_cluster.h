@@ -55,6 +55,9 @@ class PgCluster {
 void CreatePasswordLogin(const std::string& owner_conninfo, const std::string& login, const std::string& password,
                          const std::string& role);
 
+// One value of `sql` on database `conninfo` (NULL -> 0).
+long long ScalarOf(const std::string& conninfo, const std::string& sql);
+
 // The relays' lane locks on database `conninfo` as the server sees them: how many lanes
 // each backend (pid) holds (relay/pg/outbox_store.h, lock class 0x6f72656c).
 std::map<int, int> LaneLockHolders(const std::string& conninfo);
