@@ -2,6 +2,7 @@
 
 #include <prometheus/registry.h>
 
+#include <atomic>
 #include <random>
 
 #include "common/errors.h"
@@ -16,6 +17,7 @@
 #include "pg/db.h"
 #include "pg/outbox_store.h"
 #include "pg/startup_check.h"
+#include "wal/wal_capture.h"
 
 namespace outbox::relay {
 namespace {
@@ -37,6 +39,7 @@ class MetricsObserver final : public RelayObserver {
   void BatchLatency(double seconds) override { m_.batch_latency.Observe(seconds); }
   void ConnectFailed() override { m_.db_connect_failures.Increment(); }
   void StatementFailed() override { m_.statement_failures.Increment(); }
+  void WalStreaming(bool streaming) override { wal_streaming_ = streaming; }
   void KafkaStalled(bool stalled) override {
     if (stalled) m_.kafka_stalls.Increment();
     m_.kafka_stalled.Set(stalled ? 1 : 0);
@@ -45,6 +48,7 @@ class MetricsObserver final : public RelayObserver {
  private:
   RelayMetrics& m_;
   OwnedLaneSet& owned_;
+  std::atomic<bool> wal_streaming_{false};  // TODO(metrics): outbox_relay_wal_streaming
 };
 
 }  // namespace
@@ -78,7 +82,12 @@ int RunRelay(const RunConfig& c, std::shared_ptr<spdlog::logger> log) {
   }
   StatsPoller stats{c.db, c.stats_interval, c.session_timeout, metrics, owned_lanes, log};
   CheckBack check_back{c, log, metrics};  // half messages: own thread and session (issue 5)
-  return relay.Run(termination.stop(), termination.wake_fd());
+  // Capture mode wal (issue 15): own thread, session and producer. A lost slot stops the
+  // daemon (exit 1) instead of skipping messages.
+  WalCapture wal{c, log, observer, [&termination] { termination.RequestStop(); }};
+  int rc = relay.Run(termination.stop(), termination.wake_fd());
+  wal.Stop();
+  return wal.failed() ? 1 : rc;
 }
 
 }  // namespace outbox::relay

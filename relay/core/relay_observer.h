@@ -5,7 +5,8 @@
 namespace outbox::relay {
 
 // What the relay core reports for metrics (ops/relay_metrics.h in production, wired in
-// cli/commands.cc). Every hook defaults to doing nothing. Called on the relay thread.
+// cli/commands.cc). Every hook defaults to doing nothing. Called on the relay thread (WalStreaming and the counters also on the WAL capture thread:
+// implementations must be thread-safe).
 class RelayObserver {
  public:
   virtual ~RelayObserver() = default;
@@ -20,6 +21,7 @@ class RelayObserver {
   virtual void ConnectFailed() {}                    // an attempt to open the session failed
   virtual void StatementFailed() {}                  // a statement failed on a live session
   virtual void KafkaStalled(bool /*stalled*/) {}     // lanes handed over: Kafka acknowledged nothing
+  virtual void WalStreaming(bool /*streaming*/) {}   // this relay streams the slot (capture mode wal)
 };
 
 }  // namespace outbox::relay

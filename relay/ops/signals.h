@@ -31,6 +31,11 @@ class TerminationWatcher {
   int wake_fd() const { return pipe_.read_fd(); }
   // Makes wake_fd() readable without a signal (stop() is unchanged). Thread-safe.
   void Wake() const { pipe_.Poke(); }
+  // As if SIGTERM arrived: sets stop() and wakes. Thread-safe.
+  void RequestStop() {
+    stop_ = true;
+    pipe_.Poke();
+  }
 
  private:
   WakePipe pipe_;

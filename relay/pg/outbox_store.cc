@@ -66,6 +66,8 @@ void PgOutboxStore::Open() {
   // c.take_one the first comes anyway), so a claim over rows of 10 MiB holds one or a
   // few, not batch-size of them. The first row that does not fit comes without payload,
   // flagged in the last column: the store drops it and marks the lane cut.
+  // While a switch back from capture mode wal is drained (outbox.settings.wal_draining),
+  // no new row is claimed: the WAL's messages, committed before them, go first.
   conn_->Prepare("claim", R"sql(
     SELECT m.id, m.message_id, m.lane, m.topic, m.key,
            CASE WHEN m.id > c.known_up_to AND m.fits THEN m.payload END,
@@ -82,6 +84,7 @@ void PgOutboxStore::Open() {
                       ELSE 0 END AS bytes
           FROM outbox.messages
           WHERE lane = c.lane AND (lane, id) > (c.lane, 0)
+            AND (id <= c.known_up_to OR NOT (SELECT wal_draining FROM outbox.settings))
           ORDER BY id LIMIT c.lim
         ) AS w
       ) AS s

@@ -121,7 +121,7 @@ std::optional<std::string> SchemaProblem(PgConnection& conn) {
       "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
       "               WHERE n.nspname = 'outbox' AND c.relname = 'settings'), "
       "       EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
-      "               WHERE n.nspname = 'outbox' AND p.proname = 'dead_letter')");
+      "               WHERE n.nspname = 'outbox' AND p.proname = 'wal_drained')");
   if (TextValue(schema, 0, 0) != "t") {
     return "the database has no outbox schema: run `outbox-relay migrate --db ...` as the schema owner first";
   }
