@@ -47,11 +47,10 @@ void WalStream::ServeDeliveries(StepResult& r) {
     InFlight f = std::move(it->second);
     inflight_.erase(it);
     inflight_bytes_ -= f.bytes;
-    bool solo = carry_.solo_until != 0 && f.lsn <= carry_.solo_until;
     if (d.ok) {
       Acknowledge(f.txn_seq);
       observer_.Published(1);
-    } else if (solo && d.failure == DeliveryFailure::kPermanent) {
+    } else if (f.alone && !failed_ && d.failure == DeliveryFailure::kPermanent) {
       // Alone in flight: Kafka refused this record itself.
       source_.Park(f.row, f.created_at_us, d.error);
       carry_.parked.insert(f.lsn);
@@ -99,11 +98,12 @@ bool WalStream::ProduceMessage(WalEvent& e, StepResult& r) {
   switch (sink_.Produce(e.row, token, &error, &failure)) {
     case RecordSink::ProduceStatus::kQueued: {
       auto bytes = SizeOf(e.row);
+      bool alone = carry_.solo_until != 0 && e.lsn <= carry_.solo_until && inflight_.empty();
       ++t.outstanding;
       inflight_bytes_ += bytes;
       max_produced_lsn_ = std::max(max_produced_lsn_, e.lsn);
       if (carry_.solo_until != 0 && e.lsn > carry_.solo_until) carry_.solo_until = 0;
-      inflight_.emplace(token, InFlight{t.seq, std::move(e.row), e.created_at_us, e.lsn, bytes});
+      inflight_.emplace(token, InFlight{t.seq, std::move(e.row), e.created_at_us, e.lsn, bytes, alone});
       return true;
     }
     case RecordSink::ProduceStatus::kQueueFull:
@@ -242,7 +242,7 @@ WalStream::StepResult WalStream::Step() {
   } else if (hold_max_id_) {
     r.wait = limits_.table_check_interval;
   } else {
-    r.wait = limits_.confirm_interval;
+    r.wait = limits_.idle_wait;
   }
   return r;
 }

@@ -21,7 +21,10 @@ namespace outbox::relay {
 struct WalStreamLimits {
   std::int64_t max_inflight_bytes = 64ll << 20;  // decoded records produced, not acknowledged
   int max_inflight_records = 50000;
-  std::chrono::milliseconds confirm_interval{1000};     // status updates while records move
+  // Status updates while records move: at once by default, so a crash republishes only
+  // what was in flight (a status update is a few dozen bytes; Step batches them).
+  std::chrono::milliseconds confirm_interval{0};
+  std::chrono::milliseconds idle_wait{1000};  // the longest Step asks the caller to wait
   std::chrono::milliseconds heartbeat_interval{10000};  // status updates when idle
   std::chrono::milliseconds table_check_interval{100};  // while held behind a switch to wal
 };
@@ -87,6 +90,7 @@ class WalStream {
     std::int64_t created_at_us = 0;
     std::uint64_t lsn = 0;
     std::int64_t bytes = 0;
+    bool alone = false;  // produced one at a time (after a failure): a refusal is its own
   };
 
   void ServeDeliveries(StepResult& r);

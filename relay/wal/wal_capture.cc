@@ -175,7 +175,10 @@ void WalCapture::Stream(PgConnection& session, const std::string& slot, KafkaPro
   PgWalSource source{config_.db, session, slot, config_.session_timeout};
   source.Open();
   if (repeat_.Clear("wal") > 0) log_->info("wal capture: streaming again slot={}", slot);
-  WalStream stream{source, producer, clock, observer_, log_, WalStreamLimits{}, carry_};
+  // The stream is one lane: at most batch-size x max-inflight-batches records in flight.
+  WalStreamLimits limits;
+  limits.max_inflight_records = std::max(1, config_.batch_size * config_.max_inflight_batches);
+  WalStream stream{source, producer, clock, observer_, log_, limits, carry_};
   auto next_session_check = steady_clock::now() + kSessionCheckInterval;
   while (true) {
     if (stopping_) {
