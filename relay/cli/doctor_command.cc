@@ -138,9 +138,13 @@ void CheckCapture(PgConnection& conn, const OutboxSettings& settings, Report& re
     report.Fail("capture", mode + ": " + all);
     return;
   }
-  report.Pass("capture", fmt::format("{}: slot {} ({}, {}), lag {} bytes, {:.1f}s", mode, settings.slot_name,
+  report.Pass("capture", fmt::format("{}: slot {} ({}, {}), lag {} bytes, {}", mode, settings.slot_name,
                                      slot.wal_status, slot.active ? "a relay streams" : "no relay streams yet",
-                                     slot.lag_bytes, slot.lag_seconds));
+                                     slot.lag_bytes,
+                                     slot.lag_seconds_visible
+                                         ? fmt::format("{:.1f}s", slot.lag_seconds)
+                                         : "seconds not visible to this login (GRANT pg_read_all_stats TO " + login +
+                                               " for status and /metrics)"));
 }
 
 // The migrations applied, when the login may read outbox_meta.migrations (the owner may;

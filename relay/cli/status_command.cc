@@ -54,6 +54,7 @@ int RunStatus(const StatusConfig& config, std::ostream& out) {
                     {"wal_status", slot.wal_status},
                     {"lag_bytes", slot.lag_bytes},
                     {"lag_seconds", slot.lag_seconds},
+                    {"lag_seconds_visible", slot.lag_seconds_visible},
                     {"draining", settings.wal_draining}};
       }
     }
@@ -86,7 +87,13 @@ int RunStatus(const StatusConfig& config, std::ostream& out) {
     if (w["exists"].get<bool>()) {
       out << "wal slot active: " << (w["active"].get<bool>() ? "yes (a relay streams)" : "no (no relay streams)") << "\n";
       out << "wal status: " << w["wal_status"].get<std::string>() << "\n";
-      out << fmt::format("wal lag: {} bytes, {:.1f}s\n", w["lag_bytes"].get<long long>(), w["lag_seconds"].get<double>());
+      if (w["lag_seconds_visible"].get<bool>()) {
+        out << fmt::format("wal lag: {} bytes, {:.1f}s\n", w["lag_bytes"].get<long long>(),
+                           w["lag_seconds"].get<double>());
+      } else {
+        out << fmt::format("wal lag: {} bytes, seconds not visible to this login (GRANT pg_read_all_stats TO it)\n",
+                           w["lag_bytes"].get<long long>());
+      }
     }
     out << "wal draining: " << (w["draining"].get<bool>() ? "yes" : "no") << "\n";
   }

@@ -34,14 +34,15 @@ OutboxSettings ReadOutboxSettings(PgConnection& conn) {
 }
 
 SlotLag ReadSlotLag(PgConnection& conn, const std::string& slot_name) {
-  // flush_lag is NULL for another login's walsender (without pg_read_all_stats), and once
-  // the streamer has caught up with an idle server: 0 then.
+  // flush_lag is NULL once the streamer has caught up with an idle server (0 then), and for
+  // a login without pg_read_all_stats, whose walsender it may be (state is NULL then too).
   auto r = conn.Exec(
       "SELECT s.active, coalesce(s.active_pid, 0), coalesce(s.wal_status, ''), "
       "       coalesce(pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() "
       "                                     ELSE pg_current_wal_lsn() END, s.confirmed_flush_lsn), 0)::bigint, "
       "       coalesce((SELECT extract(epoch FROM r.flush_lag) FROM pg_stat_replication r "
-      "                 WHERE r.pid = s.active_pid), 0)::float8 "
+      "                 WHERE r.pid = s.active_pid), 0)::float8, "
+      "       coalesce((SELECT r.state IS NOT NULL FROM pg_stat_replication r WHERE r.pid = s.active_pid), true) "
       "FROM pg_replication_slots s WHERE s.slot_name = $1",
       {slot_name});
   SlotLag lag;
@@ -51,7 +52,10 @@ SlotLag ReadSlotLag(PgConnection& conn, const std::string& slot_name) {
   lag.active_pid = std::stoll(TextValue(r, 0, 1));
   lag.wal_status = TextValue(r, 0, 2);
   lag.lag_bytes = std::max<std::int64_t>(0, std::stoll(TextValue(r, 0, 3)));
-  lag.lag_seconds = std::max(0.0, std::stod(TextValue(r, 0, 4)));
+  // flush_lag keeps its last measurement for a while after the streamer caught up: with
+  // nothing unconfirmed, nothing is behind.
+  lag.lag_seconds = lag.lag_bytes == 0 ? 0 : std::max(0.0, std::stod(TextValue(r, 0, 4)));
+  lag.lag_seconds_visible = TextValue(r, 0, 5) == "t";
   return lag;
 }
 

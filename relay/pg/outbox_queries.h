@@ -39,8 +39,9 @@ struct OutboxSettings {
 OutboxSettings ReadOutboxSettings(PgConnection& conn);
 
 // The logical replication slot of WAL capture, as pg_replication_slots (readable by every
-// login) and pg_stat_replication (its details are visible only to the streamer's own login,
-// a superuser, or pg_read_all_stats: run `status` as the relay login) show it.
+// login) and pg_stat_replication show it. pg_stat_replication's details (flush_lag among
+// them) are NULL for a login without the privileges of pg_read_all_stats (or superuser),
+// even for its own walsender: then lag_seconds is 0 and lag_seconds_visible false.
 struct SlotLag {
   bool exists = false;
   bool active = false;          // a walsender (the streaming relay) reads it
@@ -48,6 +49,7 @@ struct SlotLag {
   std::string wal_status;       // reserved, extended, unreserved or lost ("" if it does not exist)
   std::int64_t lag_bytes = 0;   // pg_current_wal_lsn() - confirmed_flush_lsn
   double lag_seconds = 0;       // the walsender's flush_lag; 0 when caught up or nobody streams
+  bool lag_seconds_visible = true;  // false: a walsender streams, this login may not see its lag
 };
 
 // Throws PgError.
