@@ -70,6 +70,9 @@ TEST(Doctor, EveryCheckPassesForTheRelayLoginOnAMigratedDatabase) {
   EXPECT_THAT(Line(r.out, "schema version"), HasSubstr("0006_least_privilege.sql"));
   EXPECT_THAT(Line(r.out, "lanes"), HasSubstr("0 relay(s) running"));
   EXPECT_THAT(Line(r.out, "capture"), HasSubstr("ok   capture: capture=table"));
+  auto status = RunProcess({RelayBinary(), "status", "--db", test::As(test::Login::kRelay, db), "--json"});
+  EXPECT_EQ(nlohmann::json::parse(status.out)["capture"], "table") << status.out << status.err;
+  EXPECT_FALSE(nlohmann::json::parse(status.out).contains("wal")) << status.out;
   EXPECT_THAT(Line(r.out, "topics"), HasSubstr("all 1 topic(s) of pending messages exist"));
   EXPECT_THAT(r.out, HasSubstr("doctor: all 12 checks passed"));
 
@@ -196,6 +199,20 @@ TEST(Doctor, WalCaptureNeedsReplicationTheSlotAndThePublication) {
   EXPECT_THAT(Line(ok.out, "capture"), HasSubstr("ok   capture: capture=wal: slot " + slot));
   auto j = nlohmann::json::parse(Doctor(login, kafka.bootstrap(), {"--json"}).out);
   EXPECT_TRUE(j["ok"].get<bool>()) << j.dump();
+  // `status` as the same login shows the slot doctor checked (no relay streams it).
+  auto status = RunProcess({RelayBinary(), "status", "--db", login, "--json"});
+  ASSERT_EQ(status.code, 0) << status.err;
+  auto s = nlohmann::json::parse(status.out);
+  EXPECT_EQ(s["capture"], "wal") << s.dump();
+  EXPECT_EQ(s["wal"]["slot"], slot) << s.dump();
+  EXPECT_TRUE(s["wal"]["exists"].get<bool>()) << s.dump();
+  EXPECT_FALSE(s["wal"]["active"].get<bool>()) << s.dump();
+  EXPECT_EQ(s["wal"]["wal_status"], "reserved") << s.dump();
+  EXPECT_FALSE(s["wal"]["draining"].get<bool>()) << s.dump();
+  EXPECT_GE(s["wal"]["lag_bytes"].get<long long>(), 0) << s.dump();
+  EXPECT_EQ(s["wal"]["lag_seconds"].get<double>(), 0.0) << s.dump();
+  auto text = RunProcess({RelayBinary(), "status", "--db", login});
+  EXPECT_THAT(text.out, HasSubstr("capture: wal\nwal slot: " + slot + "\nwal slot active: no"));
 
   // A DBA drops the slot (nobody streams it) and the publication.
   tx.exec("SELECT pg_drop_replication_slot(" + tx.quote(slot) + ")");
