@@ -82,10 +82,13 @@ int RunStatus(const StatusConfig& config, std::ostream& out) {
   out << "capture: " << s["capture"].get<std::string>() << "\n";
   if (s.contains("wal")) {
     const auto& w = s["wal"];
+    const bool exists = w["exists"].get<bool>();
     out << "wal slot: " << w["slot"].get<std::string>()
-        << (w["exists"].get<bool>() ? "" : " (missing: in wal mode publish refuses and no relay can stream; see docs/relay.md)") << "\n";
-    if (w["exists"].get<bool>()) {
-      out << "wal slot active: " << (w["active"].get<bool>() ? "yes (a relay streams)" : "no (no relay streams)") << "\n";
+        << (exists ? "" : " (missing: in wal mode publish refuses and no relay can stream; see docs/relay.md)")
+        << "\n";
+    if (exists) {
+      out << "wal slot active: " << (w["active"].get<bool>() ? "yes (a relay streams)" : "no (no relay streams)")
+          << "\n";
       out << "wal status: " << w["wal_status"].get<std::string>() << "\n";
       if (w["lag_seconds_visible"].get<bool>()) {
         out << fmt::format("wal lag: {} bytes, {:.1f}s\n", w["lag_bytes"].get<long long>(),
