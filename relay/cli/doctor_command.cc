@@ -82,7 +82,70 @@ class Report {
 };
 
 const char* const kDatabaseChecks[] = {"server version", "schema version", "privileges for run",
-                                       "privileges for notify", "lanes"};
+                                       "privileges for notify", "lanes", "capture"};
+
+// The capture mode (docs/relay.md, "Capture mode: table or WAL"). Table mode needs
+// nothing more. WAL mode (and a switch back to table that has not drained the slot yet)
+// needs what the relay's streamer uses: wal_level = logical, the slot (present, not
+// invalidated), REPLICATION on this login (the streamer opens a replication connection
+// as the same login) and the publication outbox_wal. Throws PgError.
+void CheckCapture(PgConnection& conn, const OutboxSettings& settings, Report& report) {
+  if (!settings.streams_wal()) {
+    report.Pass("capture", "capture=table (the relay claims the rows of outbox.messages)");
+    return;
+  }
+  const std::string mode =
+      settings.capture == "wal" ? "capture=wal" : "capture=table, the WAL slot not yet drained (wal_draining)";
+  auto r = conn.Exec(
+      "SELECT current_setting('wal_level'), current_user, "
+      "       coalesce((SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user), false), "
+      "       EXISTS (SELECT 1 FROM pg_publication WHERE pubname = 'outbox_wal')");
+  const std::string wal_level = TextValue(r, 0, 0);
+  const std::string login = TextValue(r, 0, 1);
+  std::vector<std::string> problems;
+  if (wal_level != "logical") {
+    problems.push_back("wal_level is " + wal_level +
+                       ", not logical: set wal_level = logical (ALTER SYSTEM SET wal_level = logical as a "
+                       "superuser) and restart PostgreSQL");
+  }
+  auto slot = ReadSlotLag(conn, settings.slot_name);
+  if (!slot.exists && settings.capture == "wal") {
+    problems.push_back("the replication slot " + settings.slot_name +
+                       " does not exist (dropped?): publish refuses and the relay stops: as the schema owner run "
+                       "SELECT outbox.set_capture('table'), then set_capture('wal') again to recreate it "
+                       "(docs/relay.md)");
+  } else if (!slot.exists) {
+    problems.push_back("the replication slot " + settings.slot_name +
+                       " the relay still drains does not exist (dropped?): the messages it held are lost and the "
+                       "table lanes wait for the drain: see docs/relay.md, \"If a DBA drops the slot\"");
+  } else if (slot.wal_status == "lost") {
+    problems.push_back("the replication slot " + settings.slot_name +
+                       " was invalidated (wal_status=lost, max_slot_wal_keep_size exceeded): messages it held are "
+                       "lost and the relay stops: as the schema owner run SELECT outbox.set_capture('table'), then "
+                       "investigate (docs/relay.md)");
+  }
+  if (TextValue(r, 0, 2) != "t") {
+    problems.push_back("the login " + login + " lacks REPLICATION, which the relay's WAL stream needs: as a superuser "
+                       "run ALTER ROLE " + login + " REPLICATION");
+  }
+  if (TextValue(r, 0, 3) != "t") {
+    problems.push_back("the publication outbox_wal does not exist: as the schema owner run CREATE PUBLICATION "
+                       "outbox_wal (or `outbox-relay migrate --db ...`)");
+  }
+  if (!problems.empty()) {
+    std::string all;
+    for (const auto& p : problems) all += (all.empty() ? "" : "; ") + p;
+    report.Fail("capture", mode + ": " + all);
+    return;
+  }
+  report.Pass("capture", fmt::format("{}: slot {} ({}, {}), lag {} bytes, {}", mode, settings.slot_name,
+                                     slot.wal_status, slot.active ? "a relay streams" : "no relay streams yet",
+                                     slot.lag_bytes,
+                                     slot.lag_seconds_visible
+                                         ? fmt::format("{:.1f}s", slot.lag_seconds)
+                                         : "seconds not visible to this login (GRANT pg_read_all_stats TO " + login +
+                                               " for status and /metrics)"));
+}
 
 // The migrations applied, when the login may read outbox_meta.migrations (the owner may;
 // the relay role may not, and then the newest object of the schema tells).
@@ -146,7 +209,7 @@ std::optional<std::vector<std::string>> CheckDatabase(const std::string& conninf
       report.Pass("schema version", "has what this outbox-relay's newest migration " + newest.name + " created");
     }
     if (schema_problem) {
-      for (const char* name : {"privileges for run", "privileges for notify", "lanes"}) {
+      for (const char* name : {"privileges for run", "privileges for notify", "lanes", "capture"}) {
         report.Skip(name, "needs the outbox schema");
       }
       return topics;
@@ -163,12 +226,14 @@ std::optional<std::vector<std::string>> CheckDatabase(const std::string& conninf
     }
     if (!relay_ok) {
       report.Skip("lanes", "needs the privileges of run");
+      report.Skip("capture", "needs the privileges of run");
       return topics;
     }
     auto settings = ReadOutboxSettings(*conn);
     auto relays = LiveRelays(*conn);
     report.Pass("lanes", fmt::format("{} lanes, {} relay(s) running{}", settings.lane_count, relays,
                                      relays == 0 ? " (a started relay takes every lane)" : ""));
+    CheckCapture(*conn, settings, report);
     auto r = conn->Exec("SELECT DISTINCT topic FROM outbox.messages LIMIT " + std::to_string(kMaxTopics));
     topics.emplace();
     for (int i = 0; i < PQntuples(r.get()); ++i) topics->push_back(TextValue(r, i, 0));

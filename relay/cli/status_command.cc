@@ -43,6 +43,21 @@ int RunStatus(const StatusConfig& config, std::ostream& out) {
     s["oldest_pending_age_seconds"] = oldest;
     s["lane_count"] = settings.lane_count;
     s["notify"] = settings.notify;
+    s["capture"] = settings.capture;
+    if (!settings.slot_name.empty()) {
+      // The slot in wal mode (or while draining it), and in table mode if one is left.
+      auto slot = ReadSlotLag(*conn, settings.slot_name);
+      if (settings.streams_wal() || slot.exists) {
+        s["wal"] = {{"slot", settings.slot_name},
+                    {"exists", slot.exists},
+                    {"active", slot.active},
+                    {"wal_status", slot.wal_status},
+                    {"lag_bytes", slot.lag_bytes},
+                    {"lag_seconds", slot.lag_seconds},
+                    {"lag_seconds_visible", slot.lag_seconds_visible},
+                    {"draining", settings.wal_draining}};
+      }
+    }
     s["dead_letters"] = DeadLetterCount(*conn);
     s["relays"] = LiveRelays(*conn);
     s["prepared"] = StateCounts(*conn, "outbox.prepared", "state");
@@ -63,6 +78,27 @@ int RunStatus(const StatusConfig& config, std::ostream& out) {
       out << fmt::format("  {:>5}  {:>10}  {:>14.1f}\n", l["lane"].get<int>(), l["pending"].get<long long>(),
                          l["oldest_pending_age_seconds"].get<double>());
     }
+  }
+  out << "capture: " << s["capture"].get<std::string>() << "\n";
+  if (s.contains("wal")) {
+    const auto& w = s["wal"];
+    const bool exists = w["exists"].get<bool>();
+    out << "wal slot: " << w["slot"].get<std::string>()
+        << (exists ? "" : " (missing: in wal mode publish refuses and no relay can stream; see docs/relay.md)")
+        << "\n";
+    if (exists) {
+      out << "wal slot active: " << (w["active"].get<bool>() ? "yes (a relay streams)" : "no (no relay streams)")
+          << "\n";
+      out << "wal status: " << w["wal_status"].get<std::string>() << "\n";
+      if (w["lag_seconds_visible"].get<bool>()) {
+        out << fmt::format("wal lag: {} bytes, {:.1f}s\n", w["lag_bytes"].get<long long>(),
+                           w["lag_seconds"].get<double>());
+      } else {
+        out << fmt::format("wal lag: {} bytes, seconds not visible to this login (GRANT pg_read_all_stats TO it)\n",
+                           w["lag_bytes"].get<long long>());
+      }
+    }
+    out << "wal draining: " << (w["draining"].get<bool>() ? "yes" : "no") << "\n";
   }
   for (const char* section : {"prepared", "notifications"}) {
     if (s[section].is_null()) continue;

@@ -49,6 +49,17 @@ RelayMetrics::RelayMetrics(prometheus::Registry& r)
       checkbacks_in_flight(BuildGauge().Name("outbox_relay_checkbacks_in_flight")
                                .Help("Check-back requests of this relay in flight").Register(r).Add({})),
       prepared(BuildGauge().Name("outbox_relay_prepared")
-                   .Help("Half messages in outbox.prepared, by state").Register(r)) {}
+                   .Help("Half messages in outbox.prepared, by state").Register(r)),
+      capture_wal(BuildGauge().Name("outbox_relay_capture_wal")
+                      .Help("1 while the database's capture mode is wal (outbox.settings.capture)")
+                      .Register(r).Add({})),
+      wal_slot_lag_bytes(BuildGauge().Name("outbox_relay_wal_slot_lag_bytes")
+                             .Help("WAL bytes between the server's current position and the capture slot's "
+                                   "confirmed position (0 when there is no slot)").Register(r).Add({})),
+      wal_slot_lag_seconds(BuildGauge().Name("outbox_relay_wal_slot_lag_seconds")
+                               .Help("flush_lag of the walsender streaming the capture slot (0 when caught up "
+                                     "or nobody streams)").Register(r).Add({})),
+      wal_streaming(BuildGauge().Name("outbox_relay_wal_streaming")
+                        .Help("1 while this relay streams the WAL capture slot").Register(r).Add({})) {}
 
 }  // namespace outbox::relay

@@ -55,6 +55,12 @@ struct RelayMetrics {
   prometheus::Counter& prepared_parked;                 // half messages parked after --check-max checks
   prometheus::Gauge& checkbacks_in_flight;              // check-back requests of this relay in flight
   prometheus::Family<prometheus::Gauge>& prepared;      // rows of outbox.prepared, by state
+  // WAL capture (docs/wal-capture.md). The stats poller sets the database's figures (every
+  // relay reports them: take max(), not sum()); the streamer sets wal_streaming.
+  prometheus::Gauge& capture_wal;        // 1 while outbox.settings.capture = 'wal'
+  prometheus::Gauge& wal_slot_lag_bytes;    // WAL the slot holds past its confirmed position
+  prometheus::Gauge& wal_slot_lag_seconds;  // the streaming walsender's flush_lag (0: caught up)
+  prometheus::Gauge& wal_streaming;      // 1 while this relay streams the slot
 };
 
 }  // namespace outbox::relay

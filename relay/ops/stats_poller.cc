@@ -72,6 +72,13 @@ void StatsPoller::RefreshOnce() {
     g.second->Set(std::max(0.0, l.oldest_age_seconds));
   }
   metrics_.dead_letters.Set(static_cast<double>(DeadLetterCount(conn)));
+  auto settings = ReadOutboxSettings(conn);
+  metrics_.capture_wal.Set(settings.capture == "wal" ? 1 : 0);
+  // The slot's lag in any mode: a slot left in table mode pins WAL just the same.
+  SlotLag lag;
+  if (!settings.slot_name.empty()) lag = ReadSlotLag(conn, settings.slot_name);
+  metrics_.wal_slot_lag_bytes.Set(static_cast<double>(lag.lag_bytes));
+  metrics_.wal_slot_lag_seconds.Set(lag.lag_seconds);
 }
 
 }  // namespace outbox::relay

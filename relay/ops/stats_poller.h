@@ -15,8 +15,9 @@ namespace spdlog { class logger; }
 
 namespace outbox::relay {
 
-// Refreshes the pending-depth, oldest-age and dead-letter gauges from the database on
-// its own connection and thread, so counting a large backlog never stalls the relay loop.
+// Refreshes the pending-depth, oldest-age, dead-letter and WAL capture (mode, slot lag)
+// gauges from the database on its own connection and thread, so counting a large backlog
+// never stalls the relay loop.
 // Per-lane gauges are exported for the lanes in `owned` only (a lane's owner reports it;
 // a lane that moved away loses its series here), so sum() across relays counts each
 // pending row once.

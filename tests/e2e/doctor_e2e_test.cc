@@ -23,8 +23,8 @@ using test::RunProcess;
 
 // Every check doctor makes, in its order.
 const std::vector<std::string> kChecks = {"database",    "server version", "schema version", "privileges for run",
-                                          "privileges for notify", "lanes", "kafka", "idempotence", "topics",
-                                          "egress policy", "environment"};
+                                          "privileges for notify", "lanes", "capture", "kafka", "idempotence",
+                                          "topics", "egress policy", "environment"};
 
 test::RunResult Doctor(const std::string& db, const std::string& brokers, std::vector<std::string> extra = {},
                        std::map<std::string, std::string> env = {}) {
@@ -69,8 +69,12 @@ TEST(Doctor, EveryCheckPassesForTheRelayLoginOnAMigratedDatabase) {
   EXPECT_THAT(Line(r.out, "server version"), HasSubstr("PostgreSQL 15"));
   EXPECT_THAT(Line(r.out, "schema version"), HasSubstr("0006_least_privilege.sql"));
   EXPECT_THAT(Line(r.out, "lanes"), HasSubstr("0 relay(s) running"));
+  EXPECT_THAT(Line(r.out, "capture"), HasSubstr("ok   capture: capture=table"));
+  auto status = RunProcess({RelayBinary(), "status", "--db", test::As(test::Login::kRelay, db), "--json"});
+  EXPECT_EQ(nlohmann::json::parse(status.out)["capture"], "table") << status.out << status.err;
+  EXPECT_FALSE(nlohmann::json::parse(status.out).contains("wal")) << status.out;
   EXPECT_THAT(Line(r.out, "topics"), HasSubstr("all 1 topic(s) of pending messages exist"));
-  EXPECT_THAT(r.out, HasSubstr("doctor: all 11 checks passed"));
+  EXPECT_THAT(r.out, HasSubstr("doctor: all 12 checks passed"));
 
   auto j = Doctor(test::As(test::Login::kRelay, db), kafka.bootstrap(), {"--json"});
   EXPECT_EQ(j.code, 0) << j.out << j.err;
@@ -160,6 +164,68 @@ TEST(Doctor, AWrongPasswordFailsAndIsNeverPrinted) {
     EXPECT_THAT(r->out + r->err, Not(HasSubstr("wrong-pw-59")));
     EXPECT_THAT(r->out + r->err, Not(HasSubstr("right-pw-31")));
   }
+}
+
+// WAL capture (docs/wal-capture.md): switched by the schema owner, the relay login needs
+// REPLICATION; a slot a DBA dropped and a missing publication are named with their fixes.
+TEST(Doctor, WalCaptureNeedsReplicationTheSlotAndThePublication) {
+  test::KafkaCluster kafka;
+  auto db = Migrated();
+  std::string slot;
+  {
+    pqxx::connection c{db};
+    pqxx::nontransaction tx{c};  // set_capture creates the slot: its own transaction
+    tx.exec("SELECT outbox.set_capture('wal')");
+    slot = tx.exec1("SELECT slot_name FROM outbox.settings")[0].as<std::string>();
+    tx.exec("DROP ROLE IF EXISTS doctor_wal_login");
+    tx.exec("CREATE ROLE doctor_wal_login LOGIN IN ROLE outbox_relay");
+  }
+  ASSERT_FALSE(slot.empty());
+  auto login = test::SharedCluster().ConninfoFor(pqxx::connection{db}.dbname(), "doctor_wal_login");
+
+  auto no_replication = Doctor(login, kafka.bootstrap());
+  EXPECT_EQ(no_replication.code, 1) << no_replication.out << no_replication.err;
+  EXPECT_THAT(Line(no_replication.out, "capture"), HasSubstr("FAIL capture: capture=wal: the login doctor_wal_login "
+                                                             "lacks REPLICATION"));
+  EXPECT_THAT(Line(no_replication.out, "capture"), HasSubstr("ALTER ROLE doctor_wal_login REPLICATION"));
+  EXPECT_THAT(Line(no_replication.out, "capture"), Not(HasSubstr("wal_level")));
+  EXPECT_THAT(Line(no_replication.out, "capture"), Not(HasSubstr("does not exist")));
+
+  pqxx::connection owner{db};
+  pqxx::nontransaction tx{owner};
+  tx.exec("ALTER ROLE doctor_wal_login REPLICATION");
+  auto ok = Doctor(login, kafka.bootstrap());
+  EXPECT_EQ(ok.code, 0) << ok.out << ok.err;
+  EXPECT_THAT(Line(ok.out, "capture"), HasSubstr("ok   capture: capture=wal: slot " + slot));
+  auto j = nlohmann::json::parse(Doctor(login, kafka.bootstrap(), {"--json"}).out);
+  EXPECT_TRUE(j["ok"].get<bool>()) << j.dump();
+  // `status` as the same login shows the slot doctor checked (no relay streams it).
+  auto status = RunProcess({RelayBinary(), "status", "--db", login, "--json"});
+  ASSERT_EQ(status.code, 0) << status.err;
+  auto s = nlohmann::json::parse(status.out);
+  EXPECT_EQ(s["capture"], "wal") << s.dump();
+  EXPECT_EQ(s["wal"]["slot"], slot) << s.dump();
+  EXPECT_TRUE(s["wal"]["exists"].get<bool>()) << s.dump();
+  EXPECT_FALSE(s["wal"]["active"].get<bool>()) << s.dump();
+  EXPECT_EQ(s["wal"]["wal_status"], "reserved") << s.dump();
+  EXPECT_FALSE(s["wal"]["draining"].get<bool>()) << s.dump();
+  EXPECT_GE(s["wal"]["lag_bytes"].get<long long>(), 0) << s.dump();
+  EXPECT_EQ(s["wal"]["lag_seconds"].get<double>(), 0.0) << s.dump();
+  auto text = RunProcess({RelayBinary(), "status", "--db", login});
+  EXPECT_THAT(text.out, HasSubstr("capture: wal\nwal slot: " + slot + "\nwal slot active: no"));
+
+  // A DBA drops the slot (nobody streams it) and the publication.
+  tx.exec("SELECT pg_drop_replication_slot(" + tx.quote(slot) + ")");
+  tx.exec("DROP PUBLICATION outbox_wal");
+  auto broken = Doctor(login, kafka.bootstrap());
+  EXPECT_EQ(broken.code, 1) << broken.out << broken.err;
+  EXPECT_THAT(Line(broken.out, "capture"),
+              HasSubstr("FAIL capture: capture=wal: the replication slot " + slot + " does not exist"));
+  EXPECT_THAT(Line(broken.out, "capture"), HasSubstr("SELECT outbox.set_capture('table')"));
+  EXPECT_THAT(Line(broken.out, "capture"), HasSubstr("the publication outbox_wal does not exist"));
+  EXPECT_THAT(Line(broken.out, "capture"), Not(HasSubstr("REPLICATION")));
+  EXPECT_THAT(Line(broken.out, "lanes"), ::testing::StartsWith("ok   lanes:"));
+  tx.exec("DROP ROLE doctor_wal_login");
 }
 
 TEST(Doctor, KafkaUnreachableFailsWithTheFix) {
