@@ -2,7 +2,6 @@
 
 #include <prometheus/registry.h>
 
-#include <atomic>
 #include <random>
 
 #include "common/errors.h"
@@ -39,7 +38,7 @@ class MetricsObserver final : public RelayObserver {
   void BatchLatency(double seconds) override { m_.batch_latency.Observe(seconds); }
   void ConnectFailed() override { m_.db_connect_failures.Increment(); }
   void StatementFailed() override { m_.statement_failures.Increment(); }
-  void WalStreaming(bool streaming) override { wal_streaming_ = streaming; }
+  void WalStreaming(bool streaming) override { m_.wal_streaming.Set(streaming ? 1 : 0); }
   void KafkaStalled(bool stalled) override {
     if (stalled) m_.kafka_stalls.Increment();
     m_.kafka_stalled.Set(stalled ? 1 : 0);
@@ -48,7 +47,6 @@ class MetricsObserver final : public RelayObserver {
  private:
   RelayMetrics& m_;
   OwnedLaneSet& owned_;
-  std::atomic<bool> wal_streaming_{false};  // TODO(metrics): outbox_relay_wal_streaming
 };
 
 }  // namespace
