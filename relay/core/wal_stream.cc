@@ -228,7 +228,8 @@ WalStream::StepResult WalStream::Step() {
     r.outcome = Outcome::kRestart;
     return r;
   }
-  if (to_table && txns_.empty() && !in_txn_) {
+  bool caught_up = drained_at_ != 0 && confirmed_ >= drained_at_ && txns_.empty() && !in_txn_ && !pending_;
+  if ((to_table || caught_up) && txns_.empty() && !in_txn_) {
     SendConfirm(true);
     source_.Close();
     source_.Drained();

@@ -66,6 +66,12 @@ class WalStream {
   // WalSource (StoreError, WalSlotLost, WalDecodeError) pass through.
   StepResult Step();
 
+  // While a switch back to table mode is drained: the server's end of WAL when the relay
+  // read outbox.settings.wal_draining. The switch's marker lies before it, so once the
+  // stream is confirmed this far with nothing pending, the marker was handled (perhaps by
+  // an earlier session that could not end the draining): kDrained.
+  void DrainedAt(std::uint64_t lsn) { drained_at_ = lsn; }
+
   // Stops reading; true once nothing is in flight (then it confirms what it can).
   bool DrainForStop();
 
@@ -129,6 +135,7 @@ class WalStream {
   bool failed_ = false;
   bool drained_ = false;
   bool to_table_seen_ = false;  // the switch back to table mode was read
+  std::uint64_t drained_at_ = 0;
 };
 
 }  // namespace outbox::relay

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <thread>
+
 #include "common/redact.h"
 #include "pg/db.h"
 #include "pg/session_timeout.h"
@@ -157,7 +159,16 @@ void PgWalSource::Park(const OutboxRow& row, std::int64_t created_at_us, const s
        std::to_string(created_at_us), error});
 }
 
-void PgWalSource::Drained() { session_.Exec("SELECT outbox.wal_drained($1)", {slot_}); }
+void PgWalSource::Drained() {
+  // The slot can be dropped only once our walsender has gone (it exits when the stream
+  // closes): wait up to 10 s; a failure is retried by the capture thread.
+  for (int i = 0; i < 200; ++i) {
+    auto r = session_.Exec("SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND active", {slot_});
+    if (TextValue(r, 0, 0) == "0") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  session_.Exec("SELECT outbox.wal_drained($1)", {slot_});
+}
 
 int PgWalSource::wait_fd() const { return conn_ ? PQsocket(conn_.get()) : -1; }
 

@@ -25,19 +25,14 @@ constexpr const char* kStreamLockClass = "1869772643";
 constexpr milliseconds kSettingsInterval{1000};
 constexpr milliseconds kSessionCheckInterval{1000};
 
-struct CaptureSettings {
-  bool wal = false;
-  bool draining = false;
-  std::string slot;
-};
-
-CaptureSettings ReadCapture(PgConnection& s) {
-  CaptureSettings c;
+WalCaptureSettings ReadCapture(PgConnection& s) {
+  WalCaptureSettings c;
   try {
-    auto r = s.Exec("SELECT capture, slot_name, wal_draining FROM outbox.settings");
+    auto r = s.Exec("SELECT capture, slot_name, wal_draining, pg_current_wal_lsn()::text FROM outbox.settings");
     c.wal = TextValue(r, 0, 0) == "wal";
     c.slot = TextValue(r, 0, 1);
     c.draining = TextValue(r, 0, 2) == "t";
+    c.wal_end = ParseLsn(TextValue(r, 0, 3));
   } catch (const PgError& e) {
     if (e.sqlstate() != "42703") throw;  // a schema before 0007: table mode only
   }
@@ -137,7 +132,7 @@ void WalCapture::Loop() {
       }
       if (!producer) producer = std::make_unique<KafkaProducer>(config_.brokers, config_.kafka_conf, log_);
       observer_.WalStreaming(true);
-      Stream(*session, settings.slot, *producer);
+      Stream(*session, settings, *producer);
       backoff.Succeeded();
     } catch (const WalSlotLost& e) {
       Fatal(std::string(e.what()) + ": " + kRecoveryHint);
@@ -170,7 +165,8 @@ void WalCapture::Loop() {
   observer_.WalStreaming(false);
 }
 
-void WalCapture::Stream(PgConnection& session, const std::string& slot, KafkaProducer& producer) {
+void WalCapture::Stream(PgConnection& session, const WalCaptureSettings& settings, KafkaProducer& producer) {
+  const std::string& slot = settings.slot;
   SteadyClock clock;
   PgWalSource source{config_.db, session, slot, config_.session_timeout};
   source.Open();
@@ -179,6 +175,7 @@ void WalCapture::Stream(PgConnection& session, const std::string& slot, KafkaPro
   WalStreamLimits limits;
   limits.max_inflight_records = std::max(1, config_.batch_size * config_.max_inflight_batches);
   WalStream stream{source, producer, clock, observer_, log_, limits, carry_};
+  if (settings.draining) stream.DrainedAt(settings.wal_end);
   auto next_session_check = steady_clock::now() + kSessionCheckInterval;
   while (true) {
     if (stopping_) {

@@ -22,6 +22,14 @@ namespace outbox::relay {
 class PgConnection;
 class KafkaProducer;
 
+// outbox.settings as the capture thread reads it once a second.
+struct WalCaptureSettings {
+  bool wal = false;       // capture = 'wal'
+  bool draining = false;  // wal_draining: a switch back to table is being drained
+  std::string slot;
+  std::uint64_t wal_end = 0;  // the server's end of WAL when read
+};
+
 // Capture mode `wal` on the `run` daemon (docs/wal-capture.md): a thread with its own
 // PostgreSQL session and Kafka producer. Once a second it reads outbox.settings; while
 // capture = 'wal' (or a switch back to table is being drained) it competes for the stream
@@ -46,7 +54,7 @@ class WalCapture {
   void Loop();
   // One streaming session on `session` (which holds the stream lock). Returns when the
   // session ends (restart, drained, stop); throws what the stream throws.
-  void Stream(PgConnection& session, const std::string& slot, KafkaProducer& producer);
+  void Stream(PgConnection& session, const WalCaptureSettings& settings, KafkaProducer& producer);
   // Waits up to `d` or until Stop; false if stopping.
   bool Sleep(std::chrono::milliseconds d);
   void Fatal(const std::string& what);
