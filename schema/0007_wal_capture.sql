@@ -126,6 +126,12 @@ BEGIN
     RETURN 'capture is already ' || mode;
   END IF;
   IF mode = 'table' AND s.capture = 'table' THEN
+    -- Draining. If the slot went away meanwhile, nothing is left to drain: end it.
+    IF NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = s.slot_name AND coalesce(wal_status, '') <> 'lost') THEN
+      UPDATE outbox.settings SET wal_draining = false;
+      RAISE WARNING 'outbox.set_capture: replication slot % is missing or invalidated: messages it still held are lost', s.slot_name;
+      RETURN 'capture is table (the slot was gone: draining ended)';
+    END IF;
     RETURN 'capture is table; the relay is still publishing the WAL stream of the last wal period';
   END IF;
 
