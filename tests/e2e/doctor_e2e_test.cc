@@ -67,7 +67,7 @@ TEST(Doctor, EveryCheckPassesForTheRelayLoginOnAMigratedDatabase) {
   for (const auto& name : kChecks) EXPECT_THAT(Line(r.out, name), ::testing::StartsWith("ok   " + name + ": ")) << r.out;
   EXPECT_THAT(Line(r.out, "database"), HasSubstr("connected as " + test::LoginName(test::Login::kRelay)));
   EXPECT_THAT(Line(r.out, "server version"), HasSubstr("PostgreSQL 15"));
-  EXPECT_THAT(Line(r.out, "schema version"), HasSubstr("0006_least_privilege.sql"));
+  EXPECT_THAT(Line(r.out, "schema version"), HasSubstr("0007_wal_capture.sql"));
   EXPECT_THAT(Line(r.out, "lanes"), HasSubstr("0 relay(s) running"));
   EXPECT_THAT(Line(r.out, "capture"), HasSubstr("ok   capture: capture=table"));
   auto status = RunProcess({RelayBinary(), "status", "--db", test::As(test::Login::kRelay, db), "--json"});
@@ -91,7 +91,7 @@ TEST(Doctor, TheSchemaOwnerSeesTheMigrationNumber) {
   test::KafkaCluster kafka;
   auto db = Migrated();
   auto r = Doctor(db, kafka.bootstrap());
-  EXPECT_THAT(Line(r.out, "schema version"), HasSubstr("ok   schema version: migration 6 applied")) << r.out;
+  EXPECT_THAT(Line(r.out, "schema version"), HasSubstr("ok   schema version: migration 7 applied")) << r.out;
 }
 
 TEST(Doctor, SchemaNotMigratedFailsWithTheFix) {
@@ -109,9 +109,9 @@ TEST(Doctor, SchemaNotMigratedFailsWithTheFix) {
 TEST(Doctor, SchemaOlderThanTheBinaryFailsWithTheFix) {
   test::KafkaCluster kafka;
   auto db = test::FreshDatabase();
-  test::TempDir old_schema;  // the migrations before 0006: an older binary's schema
+  test::TempDir old_schema;  // the migrations before 0007: an older binary's schema
   for (const auto& f : std::filesystem::directory_iterator(test::SourceDir() + "/schema")) {
-    if (f.path().filename().string() < "0006") {
+    if (f.path().filename().string() < "0007") {
       std::filesystem::copy_file(f.path(), old_schema.path() + "/" + f.path().filename().string());
     }
   }
@@ -122,7 +122,7 @@ TEST(Doctor, SchemaOlderThanTheBinaryFailsWithTheFix) {
   EXPECT_THAT(Line(r.out, "schema version"),
               HasSubstr("FAIL schema version: the outbox schema is older than this outbox-relay: run `outbox-relay "
                         "migrate --db ...` as the schema owner"));
-  EXPECT_THAT(Line(r.out, "schema version"), HasSubstr("(applied: 5 of 6)"));
+  EXPECT_THAT(Line(r.out, "schema version"), HasSubstr("(applied: 6 of 7)"));
 }
 
 TEST(Doctor, ALoginWithoutTheRelayRoleFailsWithTheGrant) {
