@@ -97,11 +97,10 @@ void CheckCapture(PgConnection& conn, const OutboxSettings& settings, Report& re
   const std::string mode =
       settings.capture == "wal" ? "capture=wal" : "capture=table, the WAL slot not yet drained (wal_draining)";
   auto r = conn.Exec(
-      "SELECT current_setting('wal_level'), current_user, "
-      "       coalesce((SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user), false), "
-      "       EXISTS (SELECT 1 FROM pg_publication WHERE pubname = 'outbox_wal')");
+      "SELECT current_setting('wal_level'), EXISTS (SELECT 1 FROM pg_publication WHERE pubname = 'outbox_wal'), "
+      "       current_user");
   const std::string wal_level = TextValue(r, 0, 0);
-  const std::string login = TextValue(r, 0, 1);
+  const std::string login = TextValue(r, 0, 2);
   std::vector<std::string> problems;
   if (wal_level != "logical") {
     problems.push_back("wal_level is " + wal_level +
@@ -124,11 +123,8 @@ void CheckCapture(PgConnection& conn, const OutboxSettings& settings, Report& re
                        "lost and the relay stops: as the schema owner run SELECT outbox.set_capture('table'), then "
                        "investigate (docs/relay.md)");
   }
-  if (TextValue(r, 0, 2) != "t") {
-    problems.push_back("the login " + login + " lacks REPLICATION, which the relay's WAL stream needs: as a superuser "
-                       "run ALTER ROLE " + login + " REPLICATION");
-  }
-  if (TextValue(r, 0, 3) != "t") {
+  if (auto replication = CaptureProblem(conn)) problems.push_back(*replication);  // what `run` refuses at start-up
+  if (TextValue(r, 0, 1) != "t") {
     problems.push_back("the publication outbox_wal does not exist: as the schema owner run CREATE PUBLICATION "
                        "outbox_wal (or `outbox-relay migrate --db ...`)");
   }

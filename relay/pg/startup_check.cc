@@ -110,6 +110,9 @@ std::unique_ptr<PgConnection> Connect(const std::string& conninfo, const std::st
 void CheckSession(PgConnection& conn, StartupRole role) {
   if (auto problem = SchemaProblem(conn)) throw ConfigError({*problem});
   if (auto problem = PrivilegeProblem(conn, role)) throw ConfigError({*problem});
+  if (role == StartupRole::kRelay) {
+    if (auto problem = CaptureProblem(conn)) throw ConfigError({*problem});
+  }
 }
 
 }  // namespace
@@ -130,6 +133,21 @@ std::optional<std::string> SchemaProblem(PgConnection& conn) {
            "owner (it applies only the missing migrations)";
   }
   return std::nullopt;
+}
+
+std::optional<std::string> CaptureProblem(PgConnection& conn) {
+  // In capture mode wal (or while a switch back is drained) one relay streams the slot
+  // over a replication connection: the login itself needs REPLICATION (not inherited).
+  auto r = conn.Exec(
+      "SELECT s.capture = 'wal' OR s.wal_draining, "
+      "       coalesce((SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user), false), "
+      "       current_user "
+      "FROM outbox.settings s");
+  if (TextValue(r, 0, 0) != "t" || TextValue(r, 0, 1) == "t") return std::nullopt;
+  const std::string login = TextValue(r, 0, 2);
+  return "the login " + login +
+         " lacks REPLICATION, which the relay's WAL stream needs in capture mode wal: as a superuser run ALTER ROLE " +
+         login + " REPLICATION (docs/relay.md, \"Capture mode\")";
 }
 
 std::optional<std::string> PrivilegeProblem(PgConnection& conn, StartupRole role) {

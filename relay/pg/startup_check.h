@@ -54,5 +54,8 @@ std::string PermanentConnectProblem(const std::string& raw);
 std::optional<std::string> SchemaProblem(PgConnection& conn);
 // What the session's login lacks for `role`, with the GRANT that fixes it. Throws PgError.
 std::optional<std::string> PrivilegeProblem(PgConnection& conn, StartupRole role);
+// Capture mode wal (or a switch back being drained) and the login lacks REPLICATION,
+// which `run`'s WAL stream needs; with the ALTER ROLE that fixes it. Throws PgError.
+std::optional<std::string> CaptureProblem(PgConnection& conn);
 
 }  // namespace outbox::relay

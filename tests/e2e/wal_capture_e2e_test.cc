@@ -435,3 +435,17 @@ TEST_F(WalCaptureE2e, ADroppedSlotStopsTheRelayWithTheWayToRecover) {
 
 }  // namespace
 }  // namespace outbox
+
+namespace outbox {
+namespace {
+
+TEST_F(WalCaptureE2e, ALoginWithoutReplicationIsRefusedAtStartUpWithTheFix) {
+  Exec("ALTER ROLE " + test::LoginName(test::Login::kRelay) + " NOREPLICATION");
+  auto relay = StartRelay();
+  EXPECT_EQ(relay->Wait(30s), 2) << relay->Stderr();
+  EXPECT_THAT(relay->Stderr(), HasSubstr("ALTER ROLE " + test::LoginName(test::Login::kRelay) + " REPLICATION"));
+  Exec("ALTER ROLE " + test::LoginName(test::Login::kRelay) + " REPLICATION");
+}
+
+}  // namespace
+}  // namespace outbox
