@@ -12,16 +12,17 @@
 
 namespace outbox::relay {
 
-PgConnection::PgConnection(const std::string& conninfo, const std::string& application_name,
-                           std::chrono::milliseconds session_timeout) {
+std::unique_ptr<PGconn, PgConnDeleter> ConnectLibpq(const std::string& conninfo, const std::string& application_name,
+                                                    const SessionKeepalives& keepalives,
+                                                    const std::vector<std::pair<std::string, std::string>>& extra) {
   CheckConninfo(conninfo);
   // Keywords/values so application_name and the client side of the session timeout are
   // set without editing the caller's string (which may be a URI). Later duplicates win in
-  // libpq, so the user's own settings come last and override these defaults.
-  const auto keepalives = KeepalivesFor(session_timeout);
+  // libpq, so the user's own settings come after these defaults, and `extra` last.
   std::vector<std::pair<std::string, std::string>> params = {{"application_name", application_name}};
   for (auto& kv : ClientKeywords(keepalives)) params.push_back(std::move(kv));
   params.emplace_back("dbname", conninfo);
+  for (const auto& kv : extra) params.push_back(kv);
   std::vector<const char*> keys, values;
   for (const auto& [k, v] : params) {
     keys.push_back(k.c_str());
@@ -29,15 +30,22 @@ PgConnection::PgConnection(const std::string& conninfo, const std::string& appli
   }
   keys.push_back(nullptr);
   values.push_back(nullptr);
-  conn_.reset(PQconnectdbParams(keys.data(), values.data(), /*expand_dbname=*/1));
-  if (PQstatus(conn_.get()) != CONNECTION_OK) {
-    std::string msg = PQerrorMessage(conn_.get());
+  std::unique_ptr<PGconn, PgConnDeleter> conn{PQconnectdbParams(keys.data(), values.data(), /*expand_dbname=*/1)};
+  if (PQstatus(conn.get()) != CONNECTION_OK) {
+    std::string msg = PQerrorMessage(conn.get());
     throw PgError(SafeDbError(msg, conninfo), "08001", true);
   }
-  if (const char* pw = PQpass(conn_.get())) password_ = pw;
   // libpq prints notices (and a FATAL the server sends before closing an idle session)
   // raw on stderr by default: not a log entry. What matters reaches the caller as an error.
-  PQsetNoticeProcessor(conn_.get(), [](void*, const char*) {}, nullptr);
+  PQsetNoticeProcessor(conn.get(), [](void*, const char*) {}, nullptr);
+  return conn;
+}
+
+PgConnection::PgConnection(const std::string& conninfo, const std::string& application_name,
+                           std::chrono::milliseconds session_timeout) {
+  const auto keepalives = KeepalivesFor(session_timeout);
+  conn_ = ConnectLibpq(conninfo, application_name, keepalives, {});
+  if (const char* pw = PQpass(conn_.get())) password_ = pw;
   // The server's side: it ends this session (and frees its advisory locks) once this
   // relay has been silent for session_timeout, with no server configuration.
   Exec(ServerSettingsStatement(keepalives));

@@ -32,6 +32,16 @@ struct PgConnDeleter {
   void operator()(PGconn* c) const { PQfinish(c); }
 };
 
+struct SessionKeepalives;
+
+// Opens a libpq connection to `conninfo` (key=value or URI) with application_name, the
+// client side of the session timeout and `extra` keywords (they win over the conninfo's,
+// e.g. replication=database), notices silenced. Throws PgError (connection_lost) with the
+// password redacted if it fails.
+std::unique_ptr<PGconn, PgConnDeleter> ConnectLibpq(const std::string& conninfo, const std::string& application_name,
+                                                    const SessionKeepalives& keepalives,
+                                                    const std::vector<std::pair<std::string, std::string>>& extra);
+
 // One libpq connection. Unlike libpqxx 6 it never reconnects behind the caller's back,
 // which matters because lane ownership lives in this session's advisory locks.
 // Not thread-safe.

@@ -68,26 +68,14 @@ void PgWalSource::Fail(const std::string& what, PGresult* result) {
 void PgWalSource::Open() {
   Close();
   const auto keepalives = KeepalivesFor(session_timeout_);
-  std::vector<std::pair<std::string, std::string>> params = {{"application_name", "outbox-relay wal"}};
-  for (auto& kv : ClientKeywords(keepalives)) params.push_back(std::move(kv));
-  params.emplace_back("dbname", conninfo_);
-  params.emplace_back("replication", "database");
-  std::vector<const char*> keys, values;
-  for (const auto& [k, v] : params) {
-    keys.push_back(k.c_str());
-    values.push_back(v.c_str());
-  }
-  keys.push_back(nullptr);
-  values.push_back(nullptr);
-  conn_.reset(PQconnectdbParams(keys.data(), values.data(), /*expand_dbname=*/1));
-  if (PQstatus(conn_.get()) != CONNECTION_OK) {
-    std::string msg = PQerrorMessage(conn_.get());
-    conn_.reset();
+  try {
+    conn_ = ConnectLibpq(conninfo_, "outbox-relay wal", keepalives, {{"replication", "database"}});
+  } catch (const PgError& e) {
+    std::string msg = e.what();
     bool privilege = msg.find("replication") != std::string::npos && msg.find("permission") != std::string::npos;
-    throw PgError("replication connection: " + SafeDbError(msg, conninfo_), privilege ? "42501" : "08001", !privilege);
+    throw PgError("replication connection: " + msg, privilege ? "42501" : "08001", !privilege);
   }
   if (const char* pw = PQpass(conn_.get())) password_ = pw;
-  PQsetNoticeProcessor(conn_.get(), [](void*, const char*) {}, nullptr);
   PGresult* r = PQexec(conn_.get(), ServerSettingsStatement(keepalives).c_str());
   if (PQresultStatus(r) != PGRES_TUPLES_OK) Fail("replication connection", r);
   PQclear(r);

@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "wal/wal_record.h"
+#include "wal/wire.h"
 
 namespace outbox::relay {
 namespace {
@@ -13,43 +14,8 @@ namespace {
 // Microseconds between 1970-01-01 and 2000-01-01.
 constexpr std::int64_t kPgEpochOffsetUs = 946684800LL * 1000000;
 
-class Bytes {
- public:
-  explicit Bytes(std::string_view b) : b_(b) {}
-  std::uint8_t U8() { return static_cast<std::uint8_t>(Take(1)[0]); }
-  std::uint64_t U64() { return Big(Take(8)); }
-  std::uint32_t U32() { return static_cast<std::uint32_t>(Big(Take(4))); }
-  std::string_view CString() {
-    auto end = b_.find('\0', pos_);
-    if (end == std::string_view::npos) throw WalDecodeError("unterminated string in replication message");
-    auto s = b_.substr(pos_, end - pos_);
-    pos_ = end + 1;
-    return s;
-  }
-  std::string_view Take(std::size_t n) {
-    if (b_.size() - pos_ < n) throw WalDecodeError("truncated replication message");
-    auto s = b_.substr(pos_, n);
-    pos_ += n;
-    return s;
-  }
-  std::string_view Rest() { return Take(b_.size() - pos_); }
-
- private:
-  static std::uint64_t Big(std::string_view s) {
-    std::uint64_t v = 0;
-    for (char c : s) v = (v << 8) | static_cast<unsigned char>(c);
-    return v;
-  }
-  std::string_view b_;
-  std::size_t pos_ = 0;
-};
-
-void PutBig(std::string& out, std::uint64_t v, int bytes) {
-  for (int i = bytes - 1; i >= 0; --i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-}
-
 std::optional<WalEvent> DecodePgoutput(std::string_view msg) {
-  Bytes b{msg};
+  WireReader b{msg};
   WalEvent e;
   switch (b.U8()) {
     case 'B':
@@ -93,7 +59,7 @@ std::optional<WalEvent> DecodePgoutput(std::string_view msg) {
 }  // namespace
 
 std::optional<WalEvent> DecodeCopyData(std::string_view data) {
-  Bytes b{data};
+  WireReader b{data};
   switch (b.U8()) {
     case 'w': {
       b.U64();  // start of this WAL data

@@ -1,5 +1,7 @@
 #include "wal/wal_record.h"
 
+#include "wal/wire.h"
+
 #include <fmt/format.h>
 
 #include <nlohmann/json.hpp>
@@ -7,39 +9,12 @@
 namespace outbox::relay {
 namespace {
 
-class Reader {
- public:
-  explicit Reader(std::string_view b) : b_(b) {}
-  std::uint8_t U8() { return static_cast<std::uint8_t>(Take(1)[0]); }
-  std::int64_t I64() { return static_cast<std::int64_t>(Big(Take(8))); }
-  std::int32_t I32() { return static_cast<std::int32_t>(static_cast<std::uint32_t>(Big(Take(4)))); }
-  std::string_view Take(std::size_t n) {
-    if (b_.size() - pos_ < n) throw WalDecodeError(fmt::format("truncated WAL message ({} bytes)", b_.size()));
-    auto s = b_.substr(pos_, n);
-    pos_ += n;
-    return s;
-  }
-  // A length-prefixed field; -1 is NULL when nullable.
-  std::optional<std::string> Field(bool nullable, const char* what) {
-    std::int32_t n = I32();
-    if (n == -1 && nullable) return std::nullopt;
-    if (n < 0) throw WalDecodeError(fmt::format("bad {} length {} in WAL message", what, n));
-    return std::string(Take(static_cast<std::size_t>(n)));
-  }
-  bool done() const { return pos_ == b_.size(); }
-
- private:
-  static std::uint64_t Big(std::string_view s) {
-    std::uint64_t v = 0;
-    for (char c : s) v = (v << 8) | static_cast<unsigned char>(c);
-    return v;
-  }
-  std::string_view b_;
-  std::size_t pos_ = 0;
-};
-
-void PutBig(std::string& out, std::uint64_t v, int bytes) {
-  for (int i = bytes - 1; i >= 0; --i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+// A length-prefixed field; -1 is NULL when nullable.
+std::optional<std::string> Field(WireReader& r, bool nullable, const char* what) {
+  std::int32_t n = r.I32();
+  if (n == -1 && nullable) return std::nullopt;
+  if (n < 0) throw WalDecodeError(fmt::format("bad {} length {} in WAL message", what, n));
+  return std::string(r.Take(static_cast<std::size_t>(n)));
 }
 
 void PutField(std::string& out, const std::optional<std::string>& v) {
@@ -100,16 +75,16 @@ std::string HeadersJson(const OutboxRow& row) {
 }
 
 WalMessage DecodeWalMessage(std::string_view content) {
-  Reader r{content};
+  WireReader r{content};
   CheckVersion(r.U8());
   WalMessage m;
   m.row.id = r.I64();
   m.row.message_id = UuidText(r.Take(16));
   m.created_at_us = r.I64();
-  m.row.topic = *r.Field(false, "topic");
-  m.row.key = r.Field(true, "key");
-  std::string headers = *r.Field(false, "headers");
-  m.row.payload = r.Field(true, "payload");
+  m.row.topic = *Field(r, false, "topic");
+  m.row.key = Field(r, true, "key");
+  std::string headers = *Field(r, false, "headers");
+  m.row.payload = Field(r, true, "payload");
   if (!r.done()) throw WalDecodeError("trailing bytes after a WAL message");
   auto j = nlohmann::json::parse(headers, nullptr, /*allow_exceptions=*/false);
   if (!j.is_object()) throw WalDecodeError("WAL message headers are not a JSON object");
@@ -121,7 +96,7 @@ WalMessage DecodeWalMessage(std::string_view content) {
 }
 
 WalSwitch DecodeWalSwitch(std::string_view content) {
-  Reader r{content};
+  WireReader r{content};
   CheckVersion(r.U8());
   WalSwitch s;
   s.mode = static_cast<char>(r.U8());
