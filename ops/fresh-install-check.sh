@@ -8,7 +8,7 @@
 # /etc/outbox-relay/relay.conf) against a PostgreSQL 15 migrated by `outbox-relay migrate`
 # and `outbox-relay dev-kafka` reports every check passing; examples/consumer builds
 # against outbox-relay-dev with find_package(outbox). Last line: "fresh-install: ok (Ns)".
-# Takes about a minute (debootstrap once, then apt-get in the fresh root every run).
+# Takes 1 to 3 minutes (debootstrap once, then apt-get in the fresh root every run).
 # OUTBOX_BUILD_DIR: the build tree ops/package.sh packages (default build).
 # The ctest entry fresh_install_check (label package) runs this: tests/fresh_install_test.sh.
 set -euo pipefail

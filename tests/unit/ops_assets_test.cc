@@ -40,6 +40,7 @@ std::set<std::string> ExportedNames() {
   metrics.oldest_pending.Add({{"lane", "0"}});
   metrics.checkbacks.Add({{"result", "committed"}});
   metrics.prepared.Add({{"state", "parked"}});
+  metrics.lane_count.Add({});
   for (const auto& family : registry.Collect()) names.insert(family.name);
   // The notification worker's metrics live inside notify_command.cc (no header): read
   // their declarations.
