@@ -1,17 +1,25 @@
 #!/usr/bin/env bash
 # ops/fresh-install-check.sh: the packages work on a machine that has nothing else.
 # Builds them (ops/package.sh), then in a fresh minimal Debian 12 root (FRESH_ROOT, default
-# ../shared/tools/fresh-root.sh: debootstrap + unshare, as root) installs both with
+# ../shared/tools/fresh-root.sh, else /work/shared/tools/fresh-root.sh: debootstrap +
+# unshare, as root) installs both with
 # `apt-get install ./...deb`, and checks: `outbox-relay --version`; the system user and
 # the conffile; `outbox-relay doctor` (as the outbox-relay user, with the packaged
 # /etc/outbox-relay/relay.conf) against a PostgreSQL 15 migrated by `outbox-relay migrate`
 # and `outbox-relay dev-kafka` reports every check passing; examples/consumer builds
 # against outbox-relay-dev with find_package(outbox). Last line: "fresh-install: ok (Ns)".
-# Takes minutes (debootstrap once, then apt-get in the fresh root every run).
+# Takes 1 to 3 minutes (debootstrap once, then apt-get in the fresh root every run).
+# OUTBOX_BUILD_DIR: the build tree ops/package.sh packages (default build).
+# The ctest entry fresh_install_check (label package) runs this: tests/fresh_install_test.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
-FRESH_ROOT=${FRESH_ROOT:-$(cd .. && pwd)/shared/tools/fresh-root.sh}
+if [ -z "${FRESH_ROOT:-}" ]; then
+  # Beside the checkout (../shared/tools), else where this machine keeps it (a CI clone
+  # lives elsewhere).
+  FRESH_ROOT=$(cd .. && pwd)/shared/tools/fresh-root.sh
+  [ -x "$FRESH_ROOT" ] || FRESH_ROOT=/work/shared/tools/fresh-root.sh
+fi
 [ -x "$FRESH_ROOT" ] || { echo "fresh-install-check: no $FRESH_ROOT (set FRESH_ROOT)" >&2; exit 2; }
 
 work=$(mktemp -d)

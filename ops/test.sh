@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds, and runs every test (labels unit, integration, e2e,
-# sim); then builds a second tree under AddressSanitizer + UndefinedBehaviorSanitizer and
-# runs the unit, integration and sim tests there.
+# sim, package: the last, fresh_install_check, runs only with CI=true or
+# OUTBOX_FRESH_INSTALL=1); then builds a second tree under AddressSanitizer +
+# UndefinedBehaviorSanitizer and runs the unit, integration and sim tests there.
 # Extra arguments go to ctest, e.g. `./ops/test.sh -L unit` or `-R Relay` (the sanitizer
 # stage then runs only with OUTBOX_SANITIZERS=1).
 # Environment: OUTBOX_BUILD_DIR (default build), OUTBOX_TEST_BROKERS (a real Kafka

@@ -26,6 +26,9 @@ RelayMetrics::RelayMetrics(prometheus::Registry& r)
       kafka_stalled(BuildGauge().Name("outbox_relay_kafka_stalled")
                         .Help("1 while the lanes are handed over, waiting for Kafka to answer").Register(r).Add({})),
       owned_lanes(BuildGauge().Name("outbox_relay_owned_lanes").Help("Lanes owned by this relay").Register(r).Add({})),
+      lane_count(BuildGauge().Name("outbox_relay_lane_count")
+                     .Help("Lanes of the database (outbox.settings.lane_count; absent until first read)")
+                     .Register(r)),
       inflight(BuildGauge().Name("outbox_relay_inflight_messages")
                    .Help("Records produced and not yet acknowledged").Register(r).Add({})),
       db_connected(BuildGauge().Name("outbox_relay_db_connected")

@@ -44,6 +44,10 @@ struct RelayMetrics {
   prometheus::Counter& kafka_stalls;         // lanes handed over: Kafka acknowledged nothing
   prometheus::Gauge& kafka_stalled;          // 1 while handed over
   prometheus::Gauge& owned_lanes;
+  // outbox.settings.lane_count, set by the stats poller (every relay: take max()). No
+  // sample until the first read: a relay restarted without PostgreSQL must not report 0
+  // (OutboxLanesUnowned keeps the last value seen, ops/prometheus/alerts.yml).
+  prometheus::Family<prometheus::Gauge>& lane_count;
   prometheus::Gauge& inflight;           // records produced, not yet acknowledged
   prometheus::Gauge& db_connected;       // 1 while the relay has its session
   prometheus::Gauge& dead_letters;       // rows in outbox.dead_letters

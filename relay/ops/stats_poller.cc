@@ -73,6 +73,8 @@ void StatsPoller::RefreshOnce() {
   }
   metrics_.dead_letters.Set(static_cast<double>(DeadLetterCount(conn)));
   auto settings = ReadOutboxSettings(conn);
+  if (!lane_count_) lane_count_ = &metrics_.lane_count.Add({});
+  lane_count_->Set(static_cast<double>(settings.lane_count));
   metrics_.capture_wal.Set(settings.capture == "wal" ? 1 : 0);
   // The slot's lag in any mode: a slot left in table mode pins WAL just the same.
   SlotLag lag;

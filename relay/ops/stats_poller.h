@@ -37,6 +37,7 @@ class StatsPoller {
   std::chrono::milliseconds session_timeout_;
   RelayMetrics& metrics_;
   const OwnedLaneSet& owned_;
+  prometheus::Gauge* lane_count_ = nullptr;  // added at the first read (poller thread)
   std::map<int, std::pair<prometheus::Gauge*, prometheus::Gauge*>> exported_;  // lane -> gauges (poller thread)
   std::shared_ptr<spdlog::logger> log_;
   std::unique_ptr<PgConnection> conn_;  // only the poller thread uses it; reopened after errors

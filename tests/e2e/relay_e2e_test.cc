@@ -559,6 +559,14 @@ TEST_F(RelayE2e, PerLaneGaugesComeFromTheLanesOwnerOnly) {
     return in_a.size() == 8 && in_b.size() == 8 && sum == 160;
   }, 30s)) << "a=" << in_a.size() << " b=" << in_b.size() << "\n" << a->Stderr() << b->Stderr();
   for (const auto& [lane, n] : in_a) EXPECT_EQ(in_b.count(lane), 0u) << "lane " << lane << " exported twice";
+  // The database's lane count comes from every relay (the alert OutboxLanesUnowned
+  // compares the owned lanes' sum with its max()).
+  auto lane_count = [](int port) {
+    auto m = test::HttpGet(port, "/metrics");
+    return m.status == 200 ? test::MetricSample(m.body, "outbox_relay_lane_count") : -1;
+  };
+  EXPECT_TRUE(test::WaitUntil([&] { return lane_count(port_a) == 16 && lane_count(port_b) == 16; }, 30s))
+      << lane_count(port_a) << " " << lane_count(port_b);
   kafka_.SetBrokerRtt(1, 0);
   ASSERT_TRUE(WaitDrained(60s)) << a->Stderr() << b->Stderr();
 }

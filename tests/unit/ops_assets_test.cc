@@ -6,6 +6,9 @@
 
 #include <prometheus/registry.h>
 
+#include <unistd.h>
+
+#include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <regex>
@@ -37,6 +40,7 @@ std::set<std::string> ExportedNames() {
   metrics.oldest_pending.Add({{"lane", "0"}});
   metrics.checkbacks.Add({{"result", "committed"}});
   metrics.prepared.Add({{"state", "parked"}});
+  metrics.lane_count.Add({});
   for (const auto& family : registry.Collect()) names.insert(family.name);
   // The notification worker's metrics live inside notify_command.cc (no header): read
   // their declarations.
@@ -95,6 +99,34 @@ TEST(OpsAssets, EveryAlertNamedInTheRulesIsExplainedInTheOperationsGuide) {
     EXPECT_THAT(guide, ::testing::HasSubstr("`" + (*it)[1].str() + "`")) << "docs/operations.md";
   }
   EXPECT_GE(n, 5);
+}
+
+// The first executable NAME on PATH, or "".
+std::string OnPath(const std::string& name) {
+  const char* path = std::getenv("PATH");
+  std::stringstream dirs{path ? path : ""};
+  for (std::string dir; std::getline(dirs, dir, ':');) {
+    if (dir.empty()) continue;
+    auto candidate = dir + "/" + name;
+    if (access(candidate.c_str(), X_OK) == 0) return candidate;
+  }
+  return "";
+}
+
+// Issue 18: the rules file is checked with promtool (Debian 12: package prometheus, which
+// ops/install-deps.sh installs with CI=true or OUTBOX_INSTALL_PROMTOOL=1). Then the rules'
+// own unit tests (ops/prometheus/alerts_test.yml) run too.
+TEST(OpsAssets, PromtoolAcceptsTheAlertRules) {
+  const auto promtool = OnPath("promtool");
+  if (promtool.empty()) {
+    GTEST_SKIP() << "promtool is not on PATH: `apt-get install --no-install-recommends prometheus` "
+                    "(or OUTBOX_INSTALL_PROMTOOL=1 ops/install-deps.sh)";
+  }
+  const auto check = test::RunProcess({promtool, "check", "rules", test::SourceDir() + "/ops/prometheus/alerts.yml"});
+  EXPECT_EQ(check.code, 0) << check.out << check.err;
+  EXPECT_THAT(check.out, ::testing::HasSubstr("SUCCESS"));
+  const auto unit = test::RunProcess({promtool, "test", "rules", test::SourceDir() + "/ops/prometheus/alerts_test.yml"});
+  EXPECT_EQ(unit.code, 0) << unit.out << unit.err;
 }
 
 }  // namespace
