@@ -21,6 +21,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   exit 2
 fi
 
+# One package.sh at a time per build tree (the package tests and the fresh-install check
+# may run side by side under ctest -j): cpack writes into the tree.
+mkdir -p "$BUILD"
+exec 9>"$BUILD/.package.lock"
+flock 9
+
 if [ ! -f "$BUILD/CMakeCache.txt" ]; then
   cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
 fi
