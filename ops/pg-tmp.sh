@@ -38,8 +38,8 @@ server_opts() {
   local dir=$1 port=$2 listen=127.0.0.1
   [ -s "$dir/listen" ] && listen="127.0.0.1,$(cat "$dir/listen")"
   echo "-c port=$port -c listen_addresses=$listen -c unix_socket_directories=$dir/sock" \
-       "-c wal_level=logical -c max_connections=300 -c max_wal_senders=10" \
-       "-c max_replication_slots=10 -c fsync=off -c full_page_writes=off" \
+       "-c wal_level=logical -c max_connections=300 -c max_wal_senders=64" \
+       "-c max_replication_slots=64 -c fsync=off -c full_page_writes=off" \
        "-c shared_buffers=128MB -c log_min_messages=warning ${PG_TMP_OPTS:-}"
 }
 

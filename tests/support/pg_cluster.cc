@@ -222,4 +222,10 @@ std::string As(Login login, const std::string& conninfo) {
   return c;
 }
 
+void GrantReplication(const std::string& owner_conninfo, Login login) {
+  pqxx::connection c{owner_conninfo};
+  pqxx::nontransaction tx{c};
+  tx.exec("ALTER ROLE " + tx.quote_name(LoginName(login)) + " REPLICATION");
+}
+
 }  // namespace outbox::test

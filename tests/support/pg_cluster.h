@@ -88,5 +88,9 @@ std::string LoginName(Login login);
 // Creates the login on first use; the database must be migrated (the migrations create
 // the group roles outbox_relay, outbox_producer and outbox_consumer).
 std::string As(Login login, const std::string& conninfo);
+// Gives `login` the REPLICATION attribute (ALTER ROLE ... REPLICATION), e.g. so the relay
+// login can stream from a logical replication slot. The login must exist: call As() first.
+// `owner_conninfo`: a superuser's (FreshDatabase).
+void GrantReplication(const std::string& owner_conninfo, Login login);
 
 }  // namespace outbox::test
