@@ -704,7 +704,7 @@ TEST_F(WalCaptureSql, SwitchingToTableAgainEndsADrainWhoseSlotIsGone) {
   EXPECT_EQ(Scalar("SELECT wal_draining FROM outbox.settings"), "t");
   Exec("SELECT pg_drop_replication_slot(slot_name) FROM outbox.settings");
   SetCapture("table");
-  EXPECT_EQ(Scalar("SELECT capture || ' ' || wal_draining FROM outbox.settings"), "table f");
+  EXPECT_EQ(Scalar("SELECT capture || ' ' || wal_draining FROM outbox.settings"), "table false");
 }
 
 }  // namespace
