@@ -9,7 +9,7 @@
 namespace outbox::internal {
 namespace {
 
-// One savepoint name, re-established after each record: "RELEASE; SAVEPOINT" travel in
+// Careful mode (a batch whose optimistic run failed): one savepoint name, re-established after each record: "RELEASE; SAVEPOINT" travel in
 // one round trip, so a record costs its handler's statements plus one. Each record's
 // savepoint is a subtransaction; PostgreSQL caches 64 subtransaction ids per backend, so
 // a batch of more than 64 records that write overflows that cache while it is open
@@ -49,38 +49,79 @@ std::vector<Message> TakeBatch(std::deque<Message>& pending, std::size_t max_rec
   return batch;
 }
 
-std::exception_ptr RunHandlers(pqxx::work& tx, const std::vector<Message>& batch,
-                               std::vector<RecordResult>& results, const Handler& single,
-                               const std::function<void(const std::vector<Message>&, pqxx::work&)>* whole,
-                               const HandlerRunOptions& options) {
+HandlerRun RunHandlers(pqxx::work& tx, const std::vector<Message>& batch,
+                       std::vector<RecordResult>& results, const Handler& single,
+                       const std::function<void(const std::vector<Message>&, pqxx::work&)>* whole,
+                       const HandlerRunOptions& options) {
   std::vector<std::size_t> todo;
   for (std::size_t i = 0; i < batch.size(); ++i) {
     if (results[i].outcome != Outcome::kDuplicate) todo.push_back(i);
   }
-  if (todo.empty()) return nullptr;
+  if (todo.empty()) return {};
 
-  // 1. The batch handler over all of them, under one savepoint.
-  if (whole != nullptr && todo.size() > 1) {
+  // 0. Optimistic: no savepoint at all; a record costs its handler's own statements. The
+  // first failure gives up on the whole transaction: the caller rolls it back and runs the
+  // batch again carefully (below), which isolates the failing record.
+  if (options.optimistic) {
+    auto give_up = [&]() -> HandlerRun {
+      auto error = std::current_exception();
+      if (options.connection_lost()) return {error, false};
+      return {nullptr, true};
+    };
+    if (whole != nullptr && todo.size() > 1) {
+      std::vector<Message> records;
+      records.reserve(todo.size());
+      for (auto i : todo) records.push_back(batch[i]);
+      try {
+        (*whole)(records, tx);
+      } catch (...) {
+        return give_up();
+      }
+      for (auto i : todo) results[i] = {Outcome::kHandled, nullptr};
+      return {};
+    }
+    bool stopping = false;
+    for (auto i : todo) {
+      if (stopping) {
+        results[i] = {Outcome::kDeferred, nullptr};
+        continue;
+      }
+      try {
+        single(batch[i], tx);
+      } catch (...) {
+        return give_up();
+      }
+      results[i] = {Outcome::kHandled, nullptr};
+      if (options.stop_requested && options.stop_requested()) stopping = true;
+    }
+    // A handler that swallowed an error of its own statement left the transaction aborted:
+    // the inbox INSERT (or the COMMIT) after this fails, and the caller redoes carefully.
+    return {};
+  }
+
+  // 1. Careful. The batch handler over all of them, under one savepoint (a batch handler
+  // that already failed optimistically is not called with the whole batch again).
+  if (whole != nullptr && todo.size() > 1 && !options.skip_whole) {
     std::vector<Message> records;
     records.reserve(todo.size());
     for (auto i : todo) records.push_back(batch[i]);
     try {
       tx.exec("SAVEPOINT outbox_batch");
     } catch (...) {
-      return std::current_exception();  // nothing of ours ran yet: the database's fault
+      return {std::current_exception(), false};  // nothing of ours ran yet: the database's fault
     }
     try {
       (*whole)(records, tx);
       tx.exec("RELEASE SAVEPOINT outbox_batch");
       for (auto i : todo) results[i] = {Outcome::kHandled, nullptr};
-      return nullptr;
+      return {};
     } catch (...) {
       auto error = std::current_exception();
-      if (options.connection_lost()) return error;
+      if (options.connection_lost()) return {error, false};
       try {
         tx.exec("ROLLBACK TO SAVEPOINT outbox_batch");
       } catch (...) {
-        return std::current_exception();
+        return {std::current_exception(), false};
       }
       // 2. Isolate the culprit(s): each record alone, below.
     }
@@ -101,7 +142,7 @@ std::exception_ptr RunHandlers(pqxx::work& tx, const std::vector<Message>& batch
       try {
         tx.exec(kRecordSavepoint);
       } catch (...) {
-        return std::current_exception();
+        return {std::current_exception(), false};
       }
       have_savepoint = true;
     }
@@ -113,18 +154,18 @@ std::exception_ptr RunHandlers(pqxx::work& tx, const std::vector<Message>& batch
       results[i] = {Outcome::kHandled, nullptr};
     } catch (...) {
       auto error = std::current_exception();
-      if (options.connection_lost()) return error;
+      if (options.connection_lost()) return {error, false};
       try {
         tx.exec(kRollbackRecord);  // keeps the savepoint, at the state before this record
       } catch (...) {
-        return std::current_exception();
+        return {std::current_exception(), false};
       }
       results[i] = {Outcome::kFailed, error};
       if (options.ordered) blocked.insert(tp);
     }
     if (options.stop_requested && options.stop_requested()) stopping = true;
   }
-  return nullptr;
+  return {};
 }
 
 }  // namespace outbox::internal

@@ -183,6 +183,8 @@ class Consumer::Impl {
     s.parked = parked_;
     s.dead_lettered = dead_lettered_;
     s.batches = batches_;
+    s.optimistic_batches = optimistic_batches_;
+    s.careful_batches = careful_batches_;
     s.batch_records = batch_records_;
     s.handler_us = handler_us_;
     s.commit_us = commit_us_;
@@ -266,7 +268,8 @@ class Consumer::Impl {
   ReconnectBackoff db_backoff_;          // 100 ms doubling to 5 s while PostgreSQL is away
   std::mt19937_64 rng_;
   std::atomic<std::uint64_t> handled_{0}, duplicates_{0}, failed_attempts_{0}, parked_{0},
-      dead_lettered_{0}, batches_{0}, batch_records_{0}, handler_us_{0}, commit_us_{0};
+      dead_lettered_{0}, batches_{0}, optimistic_batches_{0}, careful_batches_{0}, batch_records_{0},
+      handler_us_{0}, commit_us_{0};
   std::atomic<std::int64_t> lag_records_{-1};
 };
 
@@ -376,10 +379,19 @@ StepResult Consumer::Impl::RunBatch(std::vector<Message> batch) {
   run_options.ordered = options_.mode == RetryMode::kOrdered;
   run_options.stop_requested = [this] { return stop_ != nullptr && stop_->load(std::memory_order_relaxed); };
   run_options.connection_lost = [this] { return DbLost(); };
-  // Runs again only if another transaction inserted an inbox row of this batch meanwhile
+  // First optimistically: no savepoints, a record costs its handler's statements only. If
+  // a handler throws (or the inbox INSERT / COMMIT after them fails), the transaction is
+  // rolled back and the batch runs again carefully, a savepoint per record, which isolates
+  // the failing record (its retry / dead-letter path) and commits the others. The careful
+  // run starts a new transaction, so its inbox query sees what committed meanwhile.
+  // Runs again also if another transaction inserted an inbox row of this batch meanwhile
   // (the same message_id on another partition, or a member that lost its partition):
   // then that record is a duplicate and the others' handlers run again.
+  bool careful = false;
+  bool whole_failed = false;  // the BatchHandler threw with all records (optimistic run)
   while (true) {
+    run_options.optimistic = !careful;
+    run_options.skip_whole = whole_failed;
     std::unique_ptr<pqxx::work> tx;
     std::vector<internal::RecordResult> results(batch.size());
     std::string started_at;
@@ -396,12 +408,27 @@ StepResult Consumer::Impl::RunBatch(std::vector<Message> batch) {
       if (DbLost()) return BatchDatabaseTrouble(batch, std::current_exception());
       return OneByOne(std::move(batch));
     }
-    // 2. The handlers, a savepoint each.
+    // 2. The handlers: optimistic (no savepoints), or careful (a savepoint each).
     auto handlers_start = Clock::now();
-    if (auto error = internal::RunHandlers(*tx, batch, results, handler_,
-                                           batch_fn_ ? &batch_fn_ : nullptr, run_options)) {
+    auto run = internal::RunHandlers(*tx, batch, results, handler_,
+                                     batch_fn_ ? &batch_fn_ : nullptr, run_options);
+    if (run.fatal) {
       tx.reset();
-      return BatchDatabaseTrouble(batch, error);
+      return BatchDatabaseTrouble(batch, run.fatal);
+    }
+    if (run.redo_carefully) {
+      try {
+        tx->abort();
+      } catch (...) {
+        tx.reset();
+        return BatchDatabaseTrouble(batch, std::current_exception());
+      }
+      tx.reset();
+      if (batch_fn_) whole_failed = true;
+      careful = true;
+      Log(LogLevel::kDebug, "a handler of the batch failed; running the batch again with a "
+                            "savepoint per record records=" + std::to_string(batch.size()));
+      continue;
     }
     auto commit_start = Clock::now();
     // 3. The inbox rows in one INSERT; COMMIT.
@@ -419,9 +446,15 @@ StepResult Consumer::Impl::RunBatch(std::vector<Message> batch) {
       }
     } catch (...) {
       tx.reset();
+      if (DbLost()) return BatchDatabaseTrouble(batch, std::current_exception());
+      // Optimistic: e.g. a handler swallowed an error of its own statement (the transaction
+      // is aborted): the careful run finds the record.
+      if (!careful) {
+        careful = true;
+        continue;
+      }
       // Not the connection: e.g. a deferred constraint of some handler's writes failed at
       // COMMIT. Which record is guilty is unknown: one at a time finds it.
-      if (DbLost()) return BatchDatabaseTrouble(batch, std::current_exception());
       return OneByOne(std::move(batch));
     }
     tx.reset();
@@ -430,6 +463,7 @@ StepResult Consumer::Impl::RunBatch(std::vector<Message> batch) {
                            "handling the batch again records=" + std::to_string(batch.size()));
       continue;
     }
+    stats.careful = careful;
     stats.handler_time = std::chrono::duration_cast<std::chrono::microseconds>(commit_start - handlers_start);
     stats.commit_time = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - commit_start);
     return FinishBatch(batch, results, started_at, stats);
@@ -452,7 +486,7 @@ StepResult Consumer::Impl::FinishBatch(std::vector<Message>& batch,
       case internal::Outcome::kHandled:
         ++handled_;
         ++stats.handled;
-        Log(LogLevel::kDebug, "handled " + Describe(m));
+        if (options_.log) Log(LogLevel::kDebug, "handled " + Describe(m));  // no string otherwise
         if (after_commit_for_test_) after_commit_for_test_(m);
         Done(m, Source::kLive);
         any_handled = true;
@@ -460,7 +494,7 @@ StepResult Consumer::Impl::FinishBatch(std::vector<Message>& batch,
       case internal::Outcome::kDuplicate:
         ++duplicates_;
         ++stats.duplicates;
-        Log(LogLevel::kDebug, "skipped duplicate " + Describe(m));
+        if (options_.log) Log(LogLevel::kDebug, "skipped duplicate " + Describe(m));
         Done(m, Source::kLive);
         last = StepResult::kDuplicate;
         break;
@@ -505,6 +539,7 @@ StepResult Consumer::Impl::FinishBatch(std::vector<Message>& batch,
   }
   stats.lag_records = acks.empty() ? -1 : lag;
   ++batches_;
+  ++(stats.careful ? careful_batches_ : optimistic_batches_);
   batch_records_ += stats.records;
   handler_us_ += static_cast<std::uint64_t>(stats.handler_time.count());
   commit_us_ += static_cast<std::uint64_t>(stats.commit_time.count());

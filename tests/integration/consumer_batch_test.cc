@@ -1,4 +1,5 @@
-// Batches (issue 17): one transaction per batch with a savepoint per record, the inbox
+// Batches (issue 17): one transaction per batch (optimistic: no savepoints; after a
+// failure, again with a savepoint per record), the inbox
 // checked and inserted once per batch, one ack per batch — without weaker guarantees:
 // a failing record is isolated and retried alone, kOrdered keeps a partition's later
 // records behind it, a rebalance loses nothing and applies nothing twice, and the BatchHandler contract.
@@ -150,7 +151,10 @@ TEST_P(ConsumerBatchPoison, ThePoisonIsRetriedAndDeadLetteredWhileTheOthersOfIts
     // m4 and m5 (same partition, so same key order) waited until the poison was done.
     EXPECT_EQ(first.handled, 2u);
     EXPECT_EQ(first.deferred, 2u);
-    EXPECT_THAT(calls, ElementsAre("m1", "m2", "poison", "poison", "poison", "m4", "m5"));
+    // The optimistic run (no savepoints) stops at the poison and is rolled back; the
+    // careful run (a savepoint per record) runs m1 and m2 again and isolates the poison.
+    EXPECT_THAT(calls, ElementsAre("m1", "m2", "poison", "m1", "m2", "poison", "poison", "poison",
+                                   "m4", "m5"));
     EXPECT_EQ(Count("SELECT count(*) FROM inbox.messages WHERE message_id IN ('id-m4', 'id-m5') "
                     "AND processed_at > (SELECT max(failed_at) FROM inbox.attempts)"),
               2);
@@ -192,7 +196,9 @@ TEST_F(ConsumerBatch, OrderedModeKeepsAKeysLaterRecordsBehindItsFailingRecordWhi
                  calls.push_back(*m.payload);
                }
                Effect(m, tx);
-               if (*m.payload == "a2" && ++a2_failures <= 2) throw std::runtime_error("not yet");
+               // Three failures: the batch's optimistic run (rolled back, not an attempt), its
+               // careful run (attempt 1) and the first retry (attempt 2).
+               if (*m.payload == "a2" && ++a2_failures <= 3) throw std::runtime_error("not yet");
              }};
   ASSERT_TRUE(StepUntil(c, [&] { return c.stats().handled == 5; })) << log_.All();
 
@@ -200,8 +206,9 @@ TEST_F(ConsumerBatch, OrderedModeKeepsAKeysLaterRecordsBehindItsFailingRecordWhi
   for (const auto& call : calls) {
     if (call[0] == 'a') key_a.push_back(call);
   }
-  // a3 was never run before a2 succeeded (third call), not even inside a batch.
-  EXPECT_THAT(key_a, ElementsAre("a1", "a2", "a2", "a2", "a3"));
+  // a3 was never run before a2 succeeded (its last call), not even inside a batch (a1 runs
+  // twice: in the batch's optimistic run, rolled back, and in its careful run).
+  EXPECT_THAT(key_a, ElementsAre("a1", "a2", "a1", "a2", "a2", "a2", "a3"));
   EXPECT_THAT(Column("SELECT payload FROM effects WHERE key = 'A' ORDER BY id"),
               ElementsAre("a1", "a2", "a3"));
   // Key B did not wait: it committed in the first batch, with a1.
@@ -218,6 +225,102 @@ TEST_F(ConsumerBatch, OrderedModeKeepsAKeysLaterRecordsBehindItsFailingRecordWhi
       },
       std::chrono::seconds(30)));
 }
+
+// Optimistic batches ------------------------------------------------------------------
+
+// A batch runs first without savepoints: its effects rows were all written by the
+// top-level transaction itself (one xmin, that of the inbox rows), not by a subtransaction
+// per record, and the stats count it as optimistic.
+TEST_F(ConsumerBatch, ABatchWithoutFailuresRunsWithoutASavepointPerRecord) {
+  std::vector<std::string> payloads;
+  for (int i = 0; i < 10; ++i) payloads.push_back("o" + std::to_string(i));
+  SendAll(payloads);
+  Consumer c{BatchOptions(10), Effect};
+  ASSERT_TRUE(StepUntil(c, [&] { return c.stats().handled == 10; })) << log_.All();
+  EXPECT_EQ(Count("SELECT count(DISTINCT xmin::text) FROM effects"), 1)
+      << "a subtransaction (savepoint) per record";
+  EXPECT_EQ(Count("SELECT count(*) FROM effects e JOIN inbox.messages m "
+                  "ON m.message_id = e.message_id AND m.xmin::text = e.xmin::text"),
+            10);
+  EXPECT_EQ(c.stats().batches, 1u);
+  EXPECT_EQ(c.stats().optimistic_batches, 1u);
+  EXPECT_EQ(c.stats().careful_batches, 0u);
+  ASSERT_EQ(Batches().size(), 1u);
+  EXPECT_FALSE(Batches()[0].careful);
+}
+
+// One record of the batch fails: the optimistic run is rolled back, the careful run
+// commits the others once (one effects row each, the counter counts each once although
+// their handlers ran twice) and the failing record takes its retry / dead-letter path.
+class ConsumerBatchOptimistic : public ConsumerBatch, public ::testing::WithParamInterface<RetryMode> {};
+
+TEST_P(ConsumerBatchOptimistic, AFailingRecordRollsTheBatchBackAndTheOthersCommitOnceCarefully) {
+  {
+    pqxx::connection conn{db_};
+    pqxx::work tx{conn};
+    tx.exec("CREATE TABLE handled_count (n bigint NOT NULL)");
+    tx.exec("INSERT INTO handled_count VALUES (0)");
+    tx.exec("GRANT SELECT, UPDATE ON handled_count TO outbox_consumer");
+    tx.commit();
+  }
+  SendAll({"c1", "c2", "c3", "bad", "c5", "c6"});
+  auto options = BatchOptions(6, GetParam());
+  std::atomic<int> calls{0};
+  Consumer c{options, [&](const Message& m, pqxx::work& tx) {
+               ++calls;
+               Effect(m, tx);
+               tx.exec("UPDATE handled_count SET n = n + 1");
+               if (*m.payload == "bad") throw std::runtime_error("bad record");
+             }};
+  ASSERT_TRUE(StepUntil(c, [&] { return c.stats().handled == 5 && c.stats().dead_lettered == 1; }))
+      << log_.All();
+
+  // Effects exactly once for each good record, none for the bad one.
+  EXPECT_THAT(Column("SELECT payload FROM effects ORDER BY id"),
+              ElementsAre("c1", "c2", "c3", "c5", "c6"));
+  EXPECT_EQ(Count("SELECT n FROM handled_count"), 5);
+  EXPECT_EQ(Count("SELECT count(*) FROM inbox.messages WHERE outcome = 'handled'"), 5);
+  // The bad record: 3 attempts as before (the optimistic run's failure is not one), then
+  // the dead-letter topic.
+  EXPECT_EQ(Count("SELECT count(*) FROM inbox.attempts WHERE message_id = 'id-bad'"), 3);
+  EXPECT_EQ(Count("SELECT count(*) FROM inbox.messages WHERE message_id = 'id-bad' "
+                  "AND outcome = 'dead_lettered'"),
+            1);
+  auto dlq = test::ReadTopic(kafka_.bootstrap(), topic_ + ".dlq", 1);
+  ASSERT_EQ(dlq.size(), 1u);
+  EXPECT_EQ(dlq[0].value, "bad");
+  EXPECT_EQ(dlq[0].Header("dlq_attempts"), "3");
+  // The first batch committed from its careful run (a savepoint per record: c1..c3 each in
+  // a subtransaction of their own), together.
+  auto first = Batches().at(0);
+  EXPECT_TRUE(first.careful);
+  EXPECT_EQ(first.failed, 1u);
+  EXPECT_EQ(Txn("c1"), Txn("c3"));
+  EXPECT_EQ(Count("SELECT count(DISTINCT xmin::text) FROM effects WHERE payload IN ('c1', 'c2', 'c3')"), 3);
+  EXPECT_GE(c.stats().careful_batches, 1u);
+  if (GetParam() == RetryMode::kOrdered) {
+    // Optimistic c1 c2 c3 bad; careful c1 c2 c3 bad (c5 c6 deferred); 2 retries of bad;
+    // then c5 c6 (a batch of two, optimistic).
+    EXPECT_EQ(first.handled, 3u);
+    EXPECT_EQ(first.deferred, 2u);
+    EXPECT_EQ(calls.load(), 4 + 4 + 2 + 2);
+    EXPECT_EQ(c.stats().optimistic_batches, 1u);
+  } else {
+    // Optimistic c1 c2 c3 bad; careful all six (bad parked); bad's 2 retries from the park.
+    EXPECT_EQ(first.handled, 5u);
+    EXPECT_EQ(Txn("c6"), Txn("c1"));
+    EXPECT_EQ(calls.load(), 4 + 6 + 2);
+  }
+  EXPECT_TRUE(test::WaitUntil(
+      [&] { return test::CommittedOffset(kafka_.bootstrap(), options.group, topic_, 0) == 6; },
+      std::chrono::seconds(30)));
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, ConsumerBatchOptimistic,
+                         ::testing::Values(RetryMode::kOrdered, RetryMode::kUnordered),
+                         [](const auto& info) {
+                           return info.param == RetryMode::kOrdered ? "Ordered" : "Unordered";
+                         });
 
 // The BatchHandler contract ----------------------------------------------------------
 

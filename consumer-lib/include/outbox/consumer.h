@@ -15,9 +15,17 @@
 // default). Per batch:
 //   1. BEGIN; one query finds the records whose (group, message_id) the inbox already has:
 //      those were handled (or dead-lettered) before — duplicates, their handler is skipped.
-//   2. handler(message, tx) for each other record under its own SAVEPOINT (a record that
-//      throws is rolled back to it and takes the retry path below; the others stay),
-//      then the inbox rows of the handled records in one INSERT; COMMIT.
+//   2. handler(message, tx) for each other record, optimistically: no savepoint, so a
+//      record costs its handler's own statements only; then the inbox rows of the handled
+//      records in one INSERT; COMMIT. If a handler throws (or that INSERT or the COMMIT
+//      fails), the whole transaction is rolled back and the batch runs again from step 1
+//      carefully: each record under its own SAVEPOINT (a record that throws is rolled back
+//      to it and takes the retry path below; the others stay and commit).
+//      So in a batch where one record fails, the handlers of the batch's other records run
+//      twice (the first run's database effects rolled back) — handlers must tolerate being
+//      run again for a record, as they already must for a re-delivery; only effects through
+//      `tx` are undone (not, say, an HTTP call or an in-memory counter). A throw in the
+//      optimistic run is not counted as an attempt: the careful run's is.
 //   3. Only then the Kafka offsets are stored and committed (asynchronously, one request
 //      per batch): the ack. A crash between 2 and 3 redelivers the batch; step 1 skips
 //      it. Effects happen once per (group, message_id).
@@ -89,9 +97,9 @@ using Handler = std::function<void(const Message& message, pqxx::work& tx)>;
 //  * `messages` are the batch's records that need handling, in the order they were
 //    fetched (so each partition's, and key's, in offset order); duplicates are not in it.
 //    It is never empty.
-//  * It runs under one SAVEPOINT. If it throws, that savepoint is rolled back and the
-//    function is called again once per record (a batch of one), each under its own
-//    SAVEPOINT: the records that succeed alone commit with the batch; each that fails
+//  * It runs without a savepoint. If it throws, the batch's transaction is rolled back and
+//    run again (the inbox query anew), and the function is called once per record (a batch
+//    of one), each under its own SAVEPOINT: the records that succeed alone commit with the batch; each that fails
 //    takes the retry / dead-letter path of a failing record (in kOrdered mode, the later
 //    records of its partition wait behind it and are not handled in this batch). So a
 //    record's function runs at most twice per batch, and only the guilty are retried.
@@ -132,6 +140,10 @@ struct BatchStats {
   // Records behind the broker's high watermark on the batch's partitions after its ack
   // (as of the last fetch), i.e. the consumer lag there; -1 when not known.
   std::int64_t lag_records = -1;
+  // The batch committed from its careful run: its optimistic run (no savepoints) failed —
+  // a handler threw, or the inbox INSERT / COMMIT after the handlers did — so it was rolled
+  // back and run again with a savepoint per record (handler_time is that of the careful run).
+  bool careful = false;
 };
 
 struct ConsumerOptions {
@@ -187,6 +199,8 @@ struct ConsumerStats {
   std::uint64_t parked = 0;         // unordered mode: moved to inbox.retries
   std::uint64_t dead_lettered = 0;  // sent to <topic>.dlq
   std::uint64_t batches = 0;        // batches committed (see BatchStats)
+  std::uint64_t optimistic_batches = 0;  // of those: committed from the optimistic run
+  std::uint64_t careful_batches = 0;     // of those: rolled back and run again carefully
   std::uint64_t batch_records = 0;  // records taken into those batches
   std::uint64_t handler_us = 0;     // total handler time in batches, microseconds
   std::uint64_t commit_us = 0;      // total inbox INSERT + COMMIT time of batches
