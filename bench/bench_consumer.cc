@@ -6,7 +6,10 @@
 //
 // Sets up (as the owner) table bench_effects and login bench_consumer (granted
 // outbox_consumer and INSERT on the table); the consumer runs as bench_consumer.
-//  records: produces --count records (4 partitions, --keys keys, a message_id header),
+//  records: produces --count records (--keys keys, a message_id header) over 16 topics of
+//           4 partitions (the mock cluster keeps only ~5 MiB per partition: 100,000
+//           records on one topic would lose their oldest before they are consumed; a key
+//           always goes to the same topic),
 //           then a consumer whose handler INSERTs one row per record; msgs/s from its
 //           first handler call to the last record's ack (group join excluded).
 //  batch:   the same with a BatchHandler writing the batch with one multi-row INSERT.
@@ -47,7 +50,12 @@ void Setup(const std::string& db) {
   tx.commit();
 }
 
-void ProduceRecords(const std::string& brokers, const std::string& topic, long long count,
+constexpr int kTopics = 16;
+
+// The topic of a key's records: one of kTopics named after `base`.
+std::string TopicOf(const std::string& base, long long key) { return base + ".t" + std::to_string(key % kTopics); }
+
+void ProduceRecords(const std::string& brokers, const std::string& base, long long count,
                     size_t payload_size, long long keys) {
   char err[512];
   rd_kafka_conf_t* conf = rd_kafka_conf_new();
@@ -60,7 +68,8 @@ void ProduceRecords(const std::string& brokers, const std::string& topic, long l
   std::string payload(payload_size, 'p');
   for (long long i = 0; i < count; ++i) {
     std::string key = "k" + std::to_string(i % keys);
-    std::string id = topic + "-" + std::to_string(i);
+    std::string topic = TopicOf(base, i % keys);
+    std::string id = base + "-" + std::to_string(i);
     while (true) {
       auto e = rd_kafka_producev(rk.get(), RD_KAFKA_V_TOPIC(topic.c_str()), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
                                  RD_KAFKA_V_KEY(key.data(), key.size()),
@@ -80,11 +89,15 @@ void ProduceRecords(const std::string& brokers, const std::string& topic, long l
 }
 
 outbox::ConsumerOptions Options(const std::string& db, const std::string& brokers, const std::string& topic,
-                                int batch) {
+                                int batch, bool spread = false) {
   outbox::ConsumerOptions o;
   o.brokers = brokers;
   o.group = "bench-" + topic;
   o.topics = {topic};
+  if (spread) {
+    o.topics.clear();
+    for (int t = 0; t < kTopics; ++t) o.topics.push_back(TopicOf(topic, t));
+  }
   o.conninfo = db + " user=bench_consumer";
   o.kafka_consumer = {{"session.timeout.ms", "6000"},
                       {"fetch.wait.max.ms", "5"},
@@ -129,7 +142,7 @@ int main(int argc, char** argv) {
 
   if (mode == "records" || mode == "batch") {
     ProduceRecords(brokers, topic, count, payload_size, keys);
-    auto options = Options(db, brokers, topic, batch);
+    auto options = Options(db, brokers, topic, batch, /*spread=*/true);
     Clock::time_point first{};
     auto mark = [&] {
       if (first == Clock::time_point{}) first = Clock::now();
