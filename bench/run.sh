@@ -32,8 +32,10 @@ if [ "$QUICK" = 1 ]; then
   N_SCALE=60000; N_SCALE_16K=5000; N_CONSUMER=20000; CONSUMER_E2E_SECONDS=10; NEW_TOPIC_ROUNDS=5
 else
   N_DRAIN=1000000; N_KAFKA=1000000; PGB_SECONDS=10; NOTIFY_ROUNDS=3; LAT_SECONDS=30; LAT_OFF_SECONDS=10
-  N_SCALE=300000; N_SCALE_16K=20000; N_CONSUMER=100000; CONSUMER_E2E_SECONDS=30; NEW_TOPIC_ROUNDS=20
+  N_SCALE=300000; N_SCALE_16K=20000; N_CONSUMER=50000; CONSUMER_E2E_SECONDS=30; NEW_TOPIC_ROUNDS=20
 fi
+# N_CONSUMER: the mock broker keeps ~5 MiB per partition; 100,000 records on one 4-partition
+# topic (~8 MiB each) cannot be read back and bench-consumer hung until its 10-minute timeout.
 
 log() { echo "[bench $(date +%H:%M:%S)] $*" >&2; }
 
@@ -152,6 +154,9 @@ drain() {
   fi
 }
 jget() { jq -r "$2" <<<"$1"; }
+relay_ticks() { awk '{print $14 + $15}' "/proc/$RELAY_PID/stat"; }
+# cpu_us_per_msg ticks_before messages: the running relay's user + sys CPU since then, per message.
+cpu_us_per_msg() { echo "scale=2; ($(relay_ticks) - $1) * 1000000 / $(getconf CLK_TCK) / $2" | bc -l; }
 
 # --- 1. PostgreSQL ceilings + NOTIFY ------------------------------------------------
 # pgbench scripts: 1 or 100 outbox.publish calls per transaction, 256-byte payloads.
@@ -168,23 +173,34 @@ HEX=$(head -c $PAYLOAD /dev/zero | tr '\0' 'a' | xxd -p | tr -d '\n')
   done
   echo 'COMMIT;'
 } >"$WORK/pub100.sql"
-pgb_rows_per_s() {  # script rows_per_tx
-  local tps
-  tps=$(pgbench "$DB" -n -M prepared -c 4 -j 2 -T "$PGB_SECONDS" -f "$1" 2>/dev/null |
-        awk -F'= ' '/^tps/ {print $2}' | awk '{print $1}')
-  echo "$tps * $2" | bc -l | cut -d. -f1
+# pgb_measure script rows_per_tx: one pgbench run (4 clients, PGB_SECONDS); sets PGB_RATE
+# (rows/s), PGB_ROWS (rows committed) and PGB_WAL_PER_MSG (pg_current_wal_lsn() growth
+# over the run / PGB_ROWS: whatever else writes WAL meanwhile is counted too).
+pgb_measure() {
+  local lsn0 tps txns walb
+  lsn0=$(psqlq "SELECT pg_current_wal_lsn()")
+  pgbench "$DB" -n -M prepared -c 4 -j 2 -T "$PGB_SECONDS" -f "$1" >"$WORK/pgbench.out" 2>&1
+  walb=$(psqlq "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '$lsn0')")
+  tps=$(awk -F'= ' '/^tps/ {print $2}' "$WORK/pgbench.out" | awk '{print $1}')
+  txns=$(awk -F': ' '/number of transactions actually processed/ {print $2}' "$WORK/pgbench.out" | cut -d/ -f1)
+  PGB_RATE=$(echo "$tps * $2" | bc -l | cut -d. -f1)
+  PGB_ROWS=$(( txns * $2 ))
+  PGB_WAL_PER_MSG=$(echo "scale=1; $walb / $PGB_ROWS" | bc -l)
 }
 declare -A R
 # NOTIFY on and off alternate, NOTIFY_ROUNDS times each; the median of each is kept
 # (other load on the machine comes and goes).
 median() { sort -n | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
-declare -A RUNS
+declare -A RUNS WALB
 for round in $(seq 1 "$NOTIFY_ROUNDS"); do
   for notify in true false; do
     psqlq "UPDATE outbox.settings SET notify = $notify" >/dev/null
     for per in 1 100; do
       log "publish ceiling round $round notify=$notify: $per per transaction, 4 clients, ${PGB_SECONDS}s"
-      RUNS[${per}_$notify]+="$(pgb_rows_per_s "$WORK/pub$per.sql" "$per") "
+      pgb_measure "$WORK/pub$per.sql" "$per"
+      RUNS[${per}_$notify]+="$PGB_RATE "
+      # WAL bytes per message, publish only (no relay runs here, so no DELETE counted).
+      if [ "$notify" = true ]; then WALB[$per]+="$PGB_WAL_PER_MSG "; fi
     done
   done
 done
@@ -194,6 +210,7 @@ for key in "${!RUNS[@]}"; do
 done
 psqlq "UPDATE outbox.settings SET notify = true" >/dev/null
 R[ceiling_pg_insert]=${R[pub100_notify_true]}
+for per in 1 100; do R[walb_table_$per]=$(tr ' ' '\n' <<<"${WALB[$per]}" | grep . | median); done
 
 log "delete ceiling on the $(psqlq "SELECT count(*) FROM outbox.messages") rows just published"
 psqlq "VACUUM ANALYZE outbox.messages" >/dev/null
@@ -242,7 +259,9 @@ NT=$("$BNT" --db "$DB" --rounds "$NEW_TOPIC_ROUNDS" || true)
 log "latency at 1000 msg/s for ${LAT_SECONDS}s"
 L1=$("$BL" --db "$DB" --brokers "$BROKERS" --topic bench --rate 1000 --seconds "$LAT_SECONDS" || true)
 log "latency at 5000 msg/s for ${LAT_SECONDS}s"
+TICKS0=$(relay_ticks)
 L5=$("$BL" --db "$DB" --brokers "$BROKERS" --topic bench --rate 5000 --seconds "$LAT_SECONDS" || true)
+R[cpu_sustained_table]=$(cpu_us_per_msg "$TICKS0" $(( 5000 * LAT_SECONDS )))
 R[size_after]=$(psqlq "SELECT pg_total_relation_size('outbox.messages')")
 log "latency at 1000 msg/s with NOTIFY off (relay polls every 200ms) for ${LAT_OFF_SECONDS}s"
 psqlq "UPDATE outbox.settings SET notify = false" >/dev/null
@@ -303,6 +322,130 @@ R[consumer_e2e_p50]=$(jget "$CE" .p50_ms); R[consumer_e2e_p99]=$(jget "$CE" .p99
 R[consumer_e2e1_p50]=$(jget "$CE1" .p50_ms); R[consumer_e2e1_p99]=$(jget "$CE1" .p99_ms)
 R[consumer_e2e_missing]=$(jget "$CE" .missing); R[consumer_e2e1_missing]=$(jget "$CE1" .missing)
 
+# --- 8. capture mode wal (issue 15) -------------------------------------------------
+# outbox.set_capture('wal'): publish emits pg_logical_emit_message into the WAL, the
+# relay streams the slot. The outbox table stays empty, so "published" is the relay's
+# outbox_relay_published_total plus the slot's confirmed_flush_lsn reaching the end LSN
+# taken after the load (and Kafka end offsets for the drain). Ends with set_capture('table').
+slot_lag() {  # lsn: bytes from the slot's confirmed_flush_lsn up to lsn (<= 0: confirmed past it)
+  psqlq "SELECT pg_wal_lsn_diff('$1', confirmed_flush_lsn) FROM pg_replication_slots
+         WHERE database = current_database()"
+}
+wait_slot() {  # lsn: until the slot confirmed past lsn (the relay must be running)
+  local deadline=$(( $(date +%s) + 900 )) lag
+  while lag=$(slot_lag "$1"); [ -z "$lag" ] || [ "${lag%.*}" -gt 0 ]; do
+    if [ "$(date +%s)" -gt "$deadline" ]; then
+      tail -20 "$WORK/relay.log" >&2; echo "slot did not confirm $1 (lag $lag)" >&2; exit 1
+    fi
+    sleep 0.05
+  done
+}
+wal_lsn() { psqlq "SELECT pg_current_wal_lsn()"; }
+
+psqlq "VACUUM outbox.messages" >/dev/null
+R[wal_size_before]=$(psqlq "SELECT pg_total_relation_size('outbox.messages')")
+log "capture mode wal: outbox.set_capture('wal')"
+psqlq "SELECT outbox.set_capture('wal')" >/dev/null
+[ "$(psqlq "SELECT capture FROM outbox.settings")" = wal ] || { echo "set_capture('wal') did not switch" >&2; exit 1; }
+
+# 8.1 producer ceiling, no relay running (the slot retains the WAL).
+declare -A WRUNS WWALB
+for round in $(seq 1 "$NOTIFY_ROUNDS"); do
+  for per in 1 100; do
+    log "wal mode publish ceiling round $round: $per per transaction, 4 clients, ${PGB_SECONDS}s, no relay"
+    pgb_measure "$WORK/pub$per.sql" "$per"
+    WRUNS[$per]+="$PGB_RATE "
+    WWALB[$per]+="$PGB_WAL_PER_MSG "
+  done
+done
+for per in 1 100; do
+  R[wal_pub_$per]=$(tr ' ' '\n' <<<"${WRUNS[$per]}" | grep . | median)
+  R[wal_pub_${per}_runs]=${WRUNS[$per]% }
+  R[walb_wal_$per]=$(tr ' ' '\n' <<<"${WWALB[$per]}" | grep . | median)
+  R[wal_pub_ratio_$per]=$(echo "${R[wal_pub_$per]} / ${R[pub${per}_notify_true]}" | bc -l)
+done
+# The slot now holds what pgbench published: a relay streams it off (not the timed drain).
+END_LSN=$(wal_lsn)
+log "wal mode: relay streams the publish-ceiling backlog off the slot"
+T0=$(date +%s.%N)
+start_relay
+wait_slot "$END_LSN"
+T1=$(date +%s.%N)
+R[wal_backlog_msgs]=$(published)
+stop_relay
+R[wal_backlog_s]=$(echo "$T1 - $T0" | bc -l)
+
+# 8.2 drain of a backlog from the slot: fill() with no relay, then one relay.
+log "wal mode: filling $N_DRAIN messages into the slot, no relay"
+fill "$N_DRAIN" $PAYLOAD
+END_LSN=$(wal_lsn)
+BEFORE=$("$BK" offsets --brokers "$BROKERS" --topic bench)
+log "wal mode: draining $N_DRAIN messages from the slot with the relay"
+T0=$(date +%s.%N)
+start_relay
+DEADLINE=$(( $(date +%s) + 900 ))
+while p=$(published); [ -z "$p" ] || [ "$p" -lt "$N_DRAIN" ]; do
+  [ "$(date +%s)" -gt "$DEADLINE" ] && { tail -20 "$WORK/relay.log" >&2; echo "wal drain: published $p of $N_DRAIN" >&2; exit 1; }
+  sleep 0.05
+done
+TP=$(date +%s.%N)
+wait_slot "$END_LSN"
+T1=$(date +%s.%N)
+R[wal_drain_published_s]=$(echo "$TP - $T0" | bc -l)
+stop_relay
+AFTER=$("$BK" offsets --brokers "$BROKERS" --topic bench)
+if [ $(( AFTER - BEFORE )) -lt "$N_DRAIN" ]; then
+  echo "wal drain: Kafka end offsets grew by $(( AFTER - BEFORE )), expected $N_DRAIN" >&2; exit 1
+fi
+R[wal_drain_s]=$(echo "$T1 - $T0" | bc -l)
+R[wal_drain]=$(echo "$N_DRAIN / ${R[wal_drain_s]}" | bc -l | cut -d. -f1)
+R[wal_drain_cpu]=$(echo "$RELAY_CPU_S * 1000000 / $N_DRAIN" | bc -l)
+R[wal_drain_rss]=$RELAY_RSS_MB
+
+# 8.3/8.4 latency, CPU per message in the sustained phase, table size afterwards.
+start_relay
+log "wal mode: latency at 1000 msg/s for ${LAT_SECONDS}s"
+WL1=$("$BL" --db "$DB" --brokers "$BROKERS" --topic bench --rate 1000 --seconds "$LAT_SECONDS" || true)
+log "wal mode: latency at 5000 msg/s for ${LAT_SECONDS}s"
+TICKS0=$(relay_ticks)
+WL5=$("$BL" --db "$DB" --brokers "$BROKERS" --topic bench --rate 5000 --seconds "$LAT_SECONDS" || true)
+R[wal_cpu_sustained]=$(cpu_us_per_msg "$TICKS0" $(( 5000 * LAT_SECONDS )))
+R[wal_size_after]=$(psqlq "SELECT pg_total_relation_size('outbox.messages')")
+R[wal_rows_after]=$(psqlq "SELECT count(*) FROM outbox.messages")
+for k in p50_ms p99_ms max_ms commit_p50_ms commit_p99_ms missing; do
+  R[wal_l1_$k]=$(jget "$WL1" ".$k"); R[wal_l5_$k]=$(jget "$WL5" ".$k")
+done
+
+# 8.5 keep-up: the producers at their wal-mode ceiling (100/tx, 4 clients) with the relay
+# streaming; publish and relay rates over the same window, slot lag at its end.
+wait_slot "$(wal_lsn)"
+log "wal mode: keep-up, publish 100/tx 4 clients ${PGB_SECONDS}s with the relay streaming"
+P0=$(published); T0=$(date +%s.%N)
+pgb_measure "$WORK/pub100.sql" 100
+T1=$(date +%s.%N); P1=$(published)
+R[keepup_lag_end]=$(slot_lag "$(wal_lsn)")
+R[keepup_pub]=$PGB_RATE
+R[keepup_relay]=$(echo "($P1 - $P0) / ($T1 - $T0)" | bc -l | cut -d. -f1)
+wait_slot "$(wal_lsn)"
+R[keepup_catchup_s]=$(echo "$(date +%s.%N) - $T1" | bc -l)
+stop_relay
+R[wal_lat_rss]=$RELAY_RSS_MB
+
+# 8.6 back to table mode: a relay drains the rest of the slot, then drops it.
+log "capture mode table: outbox.set_capture('table'), waiting for wal_draining = false"
+psqlq "SELECT outbox.set_capture('table')" >/dev/null
+T0=$(date +%s.%N)
+start_relay
+DEADLINE=$(( $(date +%s) + 300 ))
+until [ "$(psqlq "SELECT wal_draining FROM outbox.settings")" = f ]; do
+  [ "$(date +%s)" -gt "$DEADLINE" ] && { tail -20 "$WORK/relay.log" >&2; echo "wal_draining stayed true" >&2; exit 1; }
+  sleep 0.1
+done
+R[switch_back_s]=$(echo "$(date +%s.%N) - $T0" | bc -l)
+stop_relay
+[ "$(psqlq "SELECT count(*) FROM pg_replication_slots WHERE database = current_database()")" = 0 ] ||
+  echo "warning: the slot is still there after wal_draining = false" >&2
+
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- output -------------------------------------------------------------------------
@@ -362,6 +505,50 @@ jq -n \
     e2e_handler_one_per_transaction_p50_ms_at_1000:$ce1_50, e2e_handler_one_per_transaction_p99_ms_at_1000:$ce1_99}' \
   >"$ROOT/bench/results/latest.json"
 
+# Capture mode wal (stage 8) and the table-mode figures it is compared with.
+jq \
+  --argjson w1 "${R[wal_pub_1]}" --argjson w100 "${R[wal_pub_100]}" \
+  --arg w1runs "${R[wal_pub_1_runs]}" --arg w100runs "${R[wal_pub_100_runs]}" \
+  --argjson wr1 "$(f "${R[wal_pub_ratio_1]}" 3)" --argjson wr100 "$(f "${R[wal_pub_ratio_100]}" 3)" \
+  --argjson wd "${R[wal_drain]}" --argjson wds "$(f "${R[wal_drain_s]}" 2)" --argjson wdps "$(f "${R[wal_drain_published_s]}" 2)" \
+  --argjson wdcpu "$(f "${R[wal_drain_cpu]}" 2)" --argjson wdrss "${R[wal_drain_rss]}" \
+  --argjson wl1_50 "${R[wal_l1_p50_ms]}" --argjson wl1_99 "${R[wal_l1_p99_ms]}" --argjson wl1_max "${R[wal_l1_max_ms]}" \
+  --argjson wl5_50 "${R[wal_l5_p50_ms]}" --argjson wl5_99 "${R[wal_l5_p99_ms]}" --argjson wl5_max "${R[wal_l5_max_ms]}" \
+  --argjson wc1_50 "${R[wal_l1_commit_p50_ms]}" --argjson wc1_99 "${R[wal_l1_commit_p99_ms]}" \
+  --argjson wc5_50 "${R[wal_l5_commit_p50_ms]}" --argjson wc5_99 "${R[wal_l5_commit_p99_ms]}" \
+  --argjson wl1_miss "${R[wal_l1_missing]}" --argjson wl5_miss "${R[wal_l5_missing]}" \
+  --argjson cpu_t "$(f "${R[cpu_sustained_table]}" 2)" --argjson cpu_w "$(f "${R[wal_cpu_sustained]}" 2)" \
+  --argjson bt1 "$(f "${R[walb_table_1]}" 1)" --argjson bt100 "$(f "${R[walb_table_100]}" 1)" \
+  --argjson bw1 "$(f "${R[walb_wal_1]}" 1)" --argjson bw100 "$(f "${R[walb_wal_100]}" 1)" \
+  --argjson wsb "${R[wal_size_before]}" --argjson wsa "${R[wal_size_after]}" --argjson wra "${R[wal_rows_after]}" \
+  --argjson kp "${R[keepup_pub]}" --argjson kr "${R[keepup_relay]}" --argjson kl "${R[keepup_lag_end]}" \
+  --argjson kc "$(f "${R[keepup_catchup_s]}" 2)" \
+  --argjson bm "${R[wal_backlog_msgs]}" --argjson bs "$(f "${R[wal_backlog_s]}" 2)" \
+  --argjson wrss "$(printf '%s\n' "${R[wal_drain_rss]}" "${R[wal_lat_rss]}" | sort -n | tail -1)" \
+  --argjson sw "$(f "${R[switch_back_s]}" 2)" \
+  '. + {
+    wal_publish_rows_per_s:{"1_per_tx":$w1, "100_per_tx":$w100},
+    wal_publish_rows_per_s_runs:{"1_per_tx":($w1runs | split(" ") | map(tonumber)),
+                                 "100_per_tx":($w100runs | split(" ") | map(tonumber))},
+    wal_vs_table_publish_ratio_1_per_tx:$wr1, wal_vs_table_publish_ratio_100_per_tx:$wr100,
+    wal_drain_msgs_per_s:$wd, wal_drain_seconds:$wds, wal_drain_published_seconds:$wdps,
+    wal_drain_cpu_us_per_msg:$wdcpu, wal_drain_rss_mb:$wdrss,
+    wal_e2e_p50_ms_at_1000:$wl1_50, wal_e2e_p99_ms_at_1000:$wl1_99, wal_e2e_max_ms_at_1000:$wl1_max,
+    wal_e2e_p50_ms_at_5000:$wl5_50, wal_e2e_p99_ms_at_5000:$wl5_99, wal_e2e_max_ms_at_5000:$wl5_max,
+    wal_commit_p50_ms_at_1000:$wc1_50, wal_commit_p99_ms_at_1000:$wc1_99,
+    wal_commit_p50_ms_at_5000:$wc5_50, wal_commit_p99_ms_at_5000:$wc5_99,
+    wal_e2e_missing_at_1000:$wl1_miss, wal_e2e_missing_at_5000:$wl5_miss,
+    cpu_us_per_msg_sustained_table:$cpu_t, wal_cpu_us_per_msg_sustained:$cpu_w,
+    wal_bytes_per_msg:{table_1_per_tx:$bt1, table_100_per_tx:$bt100, wal_1_per_tx:$bw1, wal_100_per_tx:$bw100},
+    wal_outbox_total_bytes_before_load:$wsb, wal_outbox_total_bytes_after_load:$wsa,
+    wal_outbox_rows_after_load:$wra,
+    wal_keepup:{publish_rows_per_s:$kp, relay_msgs_per_s:$kr, lag_bytes_end:([$kl, 0] | max), catchup_s:$kc},
+    wal_publish_backlog_drain:{msgs:$bm, seconds:$bs},
+    wal_relay_peak_rss_mb:$wrss, wal_switch_back_to_table_s:$sw}' \
+  "$ROOT/bench/results/latest.json" >"$WORK/latest.json"
+mv "$WORK/latest.json" "$ROOT/bench/results/latest.json"
+
+
 cat <<EOF
 ## outbox-relay benchmark ($MODE, $(date -u +%Y-%m-%d), load avg start $LOAD_START / end $LOAD_END, 2 cores shared)
 
@@ -392,6 +579,25 @@ cat <<EOF
 | **Consumer, batch handler** (1 multi-row INSERT per batch) | **${R[consumer_batch_handler]} msgs/s** | batches of 500 |
 | publish → handler COMMIT @1000/s p50 / p99 / max | ${R[consumer_e2e_p50]} / **${R[consumer_e2e_p99]}** / ${R[consumer_e2e_max]} ms | target p99 ≤ 30; batches of 500; missing ${R[consumer_e2e_missing]} |
 | publish → handler COMMIT @1000/s, one record per transaction: p50 / p99 | ${R[consumer_e2e1_p50]} / ${R[consumer_e2e1_p99]} ms | missing ${R[consumer_e2e1_missing]} |
+
+#### Capture modes side by side (same run; wal stage after the table-mode stages)
+
+| Figure | table | wal | Target / note |
+|---|---:|---:|---|
+| Publish 1/tx, 4 clients (rows/s) | ${R[pub1_notify_true]} | **${R[wal_pub_1]}** | wal/table **$(f "${R[wal_pub_ratio_1]}" 2)×**, target ≥ 1.5; table NOTIFY on; wal runs [${R[wal_pub_1_runs]}], no relay |
+| Publish 100/tx, 4 clients (rows/s) | ${R[pub100_notify_true]} | **${R[wal_pub_100]}** | wal/table **$(f "${R[wal_pub_ratio_100]}" 2)×**, target ≥ 1.5; wal runs [${R[wal_pub_100_runs]}] |
+| WAL bytes per message, 1/tx | $(f "${R[walb_table_1]}" 0) | $(f "${R[walb_wal_1]}" 0) | pg_current_wal_lsn() growth over a publish run / rows; publish only (no relay, no DELETE) |
+| WAL bytes per message, 100/tx | $(f "${R[walb_table_100]}" 0) | $(f "${R[walb_wal_100]}" 0) | |
+| Drain of a $N_DRAIN-message backlog (msgs/s) | ${R[drain]} | **${R[wal_drain]}** | wal target ≥ 50000; wal: $(f "${R[wal_drain_s]}" 1) s to slot confirmed ($(f "${R[wal_drain_published_s]}" 1) s to published), incl. start-up |
+| Relay CPU per message, drain (µs) | $(f "${R[drain_cpu_us_per_msg]}" 2) | $(f "${R[wal_drain_cpu]}" 2) | user + sys |
+| Relay peak RSS, drain (MB) | ${R[drain_rss_mb]} | ${R[wal_drain_rss]} | |
+| e2e @1000/s p50 / p99 / max (ms) | ${R[e2e_p50_ms_at_1000]} / ${R[e2e_p99_ms_at_1000]} / ${R[e2e_max_ms_at_1000]} | ${R[wal_l1_p50_ms]} / **${R[wal_l1_p99_ms]}** / ${R[wal_l1_max_ms]} | wal COMMIT p50/p99 ${R[wal_l1_commit_p50_ms]} / ${R[wal_l1_commit_p99_ms]} ms; missing ${R[wal_l1_missing]} |
+| e2e @5000/s p50 / p99 / max (ms) | ${R[e2e_p50_ms_at_5000]} / ${R[e2e_p99_ms_at_5000]} / ${R[e2e_max_ms_at_5000]} | ${R[wal_l5_p50_ms]} / **${R[wal_l5_p99_ms]}** / ${R[wal_l5_max_ms]} | wal target p99 ≤ 20; wal COMMIT p50/p99 ${R[wal_l5_commit_p50_ms]} / ${R[wal_l5_commit_p99_ms]} ms; missing ${R[wal_l5_missing]} |
+| Relay CPU per message, sustained 5000/s (µs) | $(f "${R[cpu_sustained_table]}" 2) | $(f "${R[wal_cpu_sustained]}" 2) | user + sys over the 5000 msg/s phase / messages published in it |
+| outbox.messages total size before / after load (KiB) | $(( ${R[size_before]} / 1024 )) / $(( ${R[size_after]} / 1024 )) | $(( ${R[wal_size_before]} / 1024 )) / $(( ${R[wal_size_after]} / 1024 )) | wal: ${R[wal_rows_after]} rows after the load |
+| Keep-up at the wal ceiling (100/tx, 4 clients, relay streaming) | | publish ${R[keepup_pub]} rows/s, relay ${R[keepup_relay]} msgs/s | slot lag at the end ${R[keepup_lag_end]} B; caught up $(f "${R[keepup_catchup_s]}" 1) s later |
+| Slot backlog left by the ceiling runs | | ${R[wal_backlog_msgs]} msgs in $(f "${R[wal_backlog_s]}" 1) s | streamed off before the timed drain |
+| set_capture('table') → wal_draining false | | $(f "${R[switch_back_s]}" 1) s | relay start-up included |
 
 PostgreSQL: $PG_DESC. Kafka: $KAFKA_DESC. Relay options: ${RELAY_ARGS:-defaults}.
 EOF
