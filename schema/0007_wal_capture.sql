@@ -80,22 +80,9 @@ END
 $$;
 
 -- ---- Encoding ----------------------------------------------------------------------------
--- Internal (not granted): the record of one message, as documented above.
-CREATE FUNCTION outbox.wal_record(id bigint, message_id uuid, created_at timestamptz, topic text, key text,
-                                  headers jsonb, payload bytea)
-RETURNS bytea LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp AS $$
-  SELECT '\x01'::bytea
-      || int8send(id)
-      || uuid_send(message_id)
-      || int8send((extract(epoch FROM created_at) * 1000000)::bigint - 946684800000000)
-      || int4send(octet_length(convert_to(topic, 'UTF8'))) || convert_to(topic, 'UTF8')
-      || CASE WHEN key IS NULL THEN int4send(-1)
-              ELSE int4send(octet_length(convert_to(key, 'UTF8'))) || convert_to(key, 'UTF8') END
-      || int4send(octet_length(convert_to(headers::text, 'UTF8'))) || convert_to(headers::text, 'UTF8')
-      || CASE WHEN payload IS NULL THEN int4send(-1) ELSE int4send(octet_length(payload)) || payload END
-$$;
-REVOKE ALL ON FUNCTION outbox.wal_record(bigint, uuid, timestamptz, text, text, jsonb, bytea) FROM PUBLIC;
+-- The record is built in outbox.publish itself (header of this file for the layout): a
+-- helper function with SET search_path cannot be inlined, and calling one per message
+-- cost more than the emit (docs/performance.md, "Capture modes side by side").
 
 -- Internal (not granted): emits a switch marker ('w' or 't') carrying the highest id of
 -- outbox.messages (the caller holds the publish lock exclusively: every publisher has
@@ -124,6 +111,9 @@ DECLARE
   mid uuid := gen_random_uuid();
   s outbox.settings;
   slot_status text;
+  topic_b bytea;
+  key_b bytea;
+  headers_b bytea;
 BEGIN
   PERFORM outbox.check_topic('outbox.publish', topic);
   headers := coalesce(headers, '{}'::jsonb);
@@ -140,8 +130,8 @@ BEGIN
     SELECT * INTO s FROM outbox.settings FOR SHARE;
   END IF;
   IF s.capture = 'wal' THEN
-    SELECT r.wal_status INTO slot_status FROM pg_replication_slots r
-     WHERE r.slot_name = s.slot_name AND r.database = current_database();
+    SELECT r.wal_status INTO slot_status FROM pg_get_replication_slots() r
+     WHERE r.slot_name = s.slot_name AND r.datoid = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database());
     IF NOT FOUND OR slot_status = 'lost' THEN
       RAISE EXCEPTION 'outbox.publish: capture is wal but replication slot % is %', quote_literal(s.slot_name),
         CASE WHEN FOUND THEN 'lost (invalidated: max_slot_wal_keep_size)' ELSE 'missing' END
@@ -149,9 +139,19 @@ BEGIN
               HINT = 'Nothing is published until the schema owner recovers: see docs/wal-capture.md '
                      '(SELECT outbox.set_capture(''table'') switches back to the outbox table).';
     END IF;
+    -- The record (layout in this file's header), built here: see "Encoding" above.
+    topic_b := convert_to(topic, 'UTF8');
+    key_b := convert_to(key, 'UTF8');
+    headers_b := convert_to(headers::text, 'UTF8');
     PERFORM pg_logical_emit_message(true, 'outbox',
-              outbox.wal_record(nextval(pg_get_serial_sequence('outbox.messages', 'id')), mid, now(),
-                                topic, key, headers, payload));
+              '\x01'::bytea
+              || int8send(nextval('outbox.messages_id_seq'::regclass))
+              || uuid_send(mid)
+              || int8send((date_part('epoch', now()) * 1000000)::bigint - 946684800000000)
+              || int4send(octet_length(topic_b)) || topic_b
+              || CASE WHEN key_b IS NULL THEN '\xffffffff'::bytea ELSE int4send(octet_length(key_b)) || key_b END
+              || int4send(octet_length(headers_b)) || headers_b
+              || CASE WHEN payload IS NULL THEN '\xffffffff'::bytea ELSE int4send(octet_length(payload)) || payload END);
     RETURN mid;
   END IF;
   INSERT INTO outbox.messages (message_id, lane, topic, key, payload, headers)
