@@ -9,6 +9,7 @@
 #include "common/redact.h"
 #include "pg/db.h"
 #include "pg/session_timeout.h"
+#include "wal/wal_record.h"
 
 namespace outbox::relay {
 
@@ -157,16 +158,7 @@ std::string OneLine(const std::string& what) {
 bool ReadBool(const PGresult* r, int row, int col) { return PQgetvalue(r, row, col)[0] != 0; }
 
 std::string ReadUuid(const PGresult* r, int row, int col) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  const auto* b = reinterpret_cast<const unsigned char*>(PQgetvalue(r, row, col));
-  std::string s;
-  s.reserve(36);
-  for (int i = 0; i < 16; ++i) {
-    if (i == 4 || i == 6 || i == 8 || i == 10) s += '-';
-    s += kHex[b[i] >> 4];
-    s += kHex[b[i] & 0xf];
-  }
-  return s;
+  return UuidText(std::string_view(PQgetvalue(r, row, col), 16));
 }
 
 std::optional<std::string> ReadBytes(const PGresult* r, int row, int col) {

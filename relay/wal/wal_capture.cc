@@ -211,8 +211,8 @@ void WalCapture::Stream(PgConnection& session, const WalCaptureSettings& setting
       return;
     }
     if (steady_clock::now() >= next_session_check) {
-      // The stream lock lives in this session; without it another relay may take over.
-      session.Exec("SELECT 1");
+      // The stream lock lives in this session: reading the settings on it also proves it
+      // is alive (a lost session throws, and another relay may take over).
       auto settings = ReadCapture(session);
       if (!settings.wal && !settings.draining) {
         source.Close();

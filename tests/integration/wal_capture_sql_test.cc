@@ -15,7 +15,6 @@
 #include <outbox/producer.h>
 #include <pqxx/pqxx>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include <spdlog/sinks/null_sink.h>
@@ -23,6 +22,7 @@
 
 #include "cli/migrate.h"
 #include "pg_cluster.h"
+#include "wait.h"
 
 namespace outbox {
 namespace {
@@ -501,12 +501,10 @@ TEST_F(WalCaptureSql, WalDrainedRefusesWhileTheSlotIsInUse) {
   EXPECT_EQ(f.sqlstate, "55006");
   EXPECT_EQ(Scalar("SELECT wal_draining FROM outbox.settings"), "t");
   PQfinish(stream);
-  bool dropped = false;
-  for (int i = 0; i < 100 && !dropped; ++i) {
-    dropped = Failure("SELECT outbox.wal_drained('" + Slot() + "')", relay_db_).sqlstate.empty();
-    if (!dropped) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  EXPECT_TRUE(dropped);
+  // Once the walsender is gone the slot is dropped.
+  EXPECT_TRUE(test::WaitUntil(
+      [&] { return Failure("SELECT outbox.wal_drained('" + Slot() + "')", relay_db_).sqlstate.empty(); },
+      std::chrono::seconds(5)));
   EXPECT_FALSE(SlotExists());
 }
 
@@ -625,12 +623,8 @@ TEST_F(WalCaptureSql, SetCaptureRefusesASlotInUse) {
   EXPECT_THAT(f.message, HasSubstr("in use"));
   EXPECT_EQ(Scalar("SELECT capture FROM outbox.settings"), "table");
   // Once the walsender is gone the slot is reused.
-  bool switched = false;
-  for (int i = 0; i < 100 && !switched; ++i) {
-    switched = Failure("SELECT outbox.set_capture('wal')").sqlstate.empty();
-    if (!switched) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  EXPECT_TRUE(switched);
+  EXPECT_TRUE(test::WaitUntil([&] { return Failure("SELECT outbox.set_capture('wal')").sqlstate.empty(); },
+                              std::chrono::seconds(5)));
 }
 
 TEST_F(WalCaptureSql, SetCaptureNamesTheLimitWhenNoSlotIsFree) {
