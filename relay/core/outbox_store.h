@@ -53,7 +53,7 @@ class OutboxStore {
 
   struct LaneClaim {
     int lane;
-    std::int64_t known_up_to;  // highest id of the lane the relay has in flight (0: none)
+    std::int64_t known_up_to;  // highest id of the lane the relay has in flight or deleting (0: none)
     int limit;                 // rows to read, counted from the lane's lowest id
     // Rows with id > known_up_to are returned while their key, payload and headers fit
     // in this many bytes together; with take_one the first of them comes even if larger.
@@ -62,14 +62,21 @@ class OutboxStore {
     bool cut = false;  // out: max_bytes stopped the lane's rows (more follow)
   };
   // The lowest `limit` committed rows of each lane in id order (one round trip for all
-  // lanes), cut at max_bytes. Rows with id <= known_up_to come without payload and
-  // headers: the caller already has them in flight, or they are late commits it fetches
-  // whole (Fetch).
+  // lanes), cut at max_bytes. Rows with id <= known_up_to may come as id and lane only:
+  // the caller already has them in flight (or being deleted), or they are late commits
+  // it fetches whole (Fetch).
   virtual std::vector<OutboxRow> Claim(std::vector<LaneClaim>& claims) = 0;
   // Whole rows by id, in id order; ids no longer in the table are left out.
   virtual std::vector<OutboxRow> Fetch(const std::vector<std::int64_t>& ids) = 0;
-  // Removes published rows.
-  virtual void Delete(const std::vector<std::int64_t>& ids) = 0;
+  // Removes published rows, maybe after it returns: production sends the DELETE on a
+  // second session and does not wait, so deletes overlap the claims. Returns a ticket
+  // (1, 2, 3 ... per store); DeletedUpTo says which deletes are done. A delete that fails
+  // is retried by the store (DELETE by id is idempotent); the failure is thrown from a
+  // later Delete or DeletedUpTo call.
+  virtual std::uint64_t Delete(const std::vector<std::int64_t>& ids) = 0;
+  // The highest ticket whose rows are gone for every later statement of this store
+  // (their DELETE committed); every lower ticket's are too. Non-blocking.
+  virtual std::uint64_t DeletedUpTo() = 0;
   // Moves a row Kafka refused for good to outbox.dead_letters with the error.
   virtual void DeadLetter(std::int64_t id, const std::string& error) = 0;
 
@@ -82,6 +89,8 @@ class OutboxStore {
   virtual bool TakeBufferedWakeups() = 0;
   // A file descriptor readable when a wake-up may be waiting (poll(2)), or -1.
   virtual int wait_fd() const { return -1; }
+  // A file descriptor readable when a delete may have finished, or -1.
+  virtual int delete_wait_fd() const { return -1; }
 };
 
 // Opens a new session (connects, prepares, listens). Throws StoreError.

@@ -105,6 +105,9 @@ void Relay::OnConnectionLost(const std::string& why) {
     lane.owned = false;
     lane.releasing = false;
     lane.at_head = true;
+    // The old session's tickets: its deletes may or may not have run. Rows left behind
+    // are published again by the lane's next owner (duplicates, never losses).
+    lane.deleting.clear();
   }
   observer_.DbConnected(false);
   observer_.OwnedLanes({});
@@ -129,7 +132,7 @@ void Relay::Rebalance() {
       if (!lane.releasing) log_->info("lane releasing lane={} (beyond the lane count {})", id, lane_count_);
       lane.releasing = true;
       ++it;
-    } else if (lane.inflight.empty()) {
+    } else if (lane.inflight.empty() && lane.deleting.empty()) {
       it = lanes_.erase(it);
     } else {
       ++it;
@@ -257,6 +260,10 @@ void Relay::ClaimAndProduce() {
       in_flight_rows += static_cast<int>(b.ids.size());
       for (auto rid : b.ids) highest = std::max(highest, rid);
     }
+    for (const auto& [ticket, ids] : lane.deleting) {
+      in_flight_rows += static_cast<int>(ids.size());
+      for (auto rid : ids) highest = std::max(highest, rid);
+    }
     claims.push_back({id, highest, limit + in_flight_rows});
     claim_limit[id] = limit;
   }
@@ -280,8 +287,9 @@ void Relay::ClaimAndProduce() {
   for (const auto& claim : claims) {
     auto& lane = lanes_[claim.lane];
     lane.wake = false;
-    std::unordered_set<std::int64_t> in_flight;
+    std::unordered_set<std::int64_t> in_flight;  // and being deleted
     for (const auto& b : lane.inflight) in_flight.insert(b.ids.begin(), b.ids.end());
+    for (const auto& [ticket, ids] : lane.deleting) in_flight.insert(ids.begin(), ids.end());
     auto& list = to_produce[claim.lane];
     known_up_to[claim.lane] = claim.known_up_to;
     for (auto* row : by_lane[claim.lane]) {
@@ -423,7 +431,10 @@ void Relay::CollectCompleted() {
         ++it;
         continue;
       }
-      to_delete_.insert(to_delete_.end(), b.delivered.begin(), b.delivered.end());
+      if (!b.delivered.empty()) {
+        auto& acked = to_delete_[id];
+        acked.insert(acked.end(), b.delivered.begin(), b.delivered.end());
+      }
       to_dead_letter_.insert(to_dead_letter_.end(), b.rejected.begin(), b.rejected.end());
       observer_.Published(static_cast<int>(b.delivered.size()));
       observer_.BatchLatency(std::chrono::duration<double>(now - b.claimed_at).count());
@@ -465,9 +476,31 @@ void Relay::FlushToDatabase() {
     to_dead_letter_.pop_back();
   }
   if (!to_delete_.empty()) {
-    store_->Delete(to_delete_);
+    // One statement for every lane; it may still run when this returns (the lanes keep
+    // its rows as known until ForgetDeleted sees it done).
+    std::vector<std::int64_t> ids;
+    for (const auto& [lane, acked] : to_delete_) ids.insert(ids.end(), acked.begin(), acked.end());
+    auto ticket = store_->Delete(ids);
+    for (auto& [lane, acked] : to_delete_) lanes_[lane].deleting.emplace_back(ticket, std::move(acked));
     to_delete_.clear();
   }
+}
+
+void Relay::ForgetDeleted() {
+  // Deletes done before the next claim starts are seen by it: their rows are no longer
+  // known. Those finishing later stay known for that claim (it may still see them).
+  auto done = store_->DeletedUpTo();
+  for (auto& [id, lane] : lanes_) {
+    while (!lane.deleting.empty() && lane.deleting.front().first <= done) lane.deleting.pop_front();
+  }
+}
+
+bool Relay::DeletesPending() const {
+  if (!to_delete_.empty()) return true;
+  for (const auto& [id, lane] : lanes_) {
+    if (!lane.deleting.empty()) return true;
+  }
+  return false;
 }
 
 bool Relay::IsolatedInFlight() const {
@@ -562,7 +595,8 @@ void Relay::ResetProducer(const std::string& why, bool give_up) {
 
 void Relay::ReleaseIdleLanes() {
   for (auto& [id, lane] : lanes_) {
-    if (!lane.releasing || !lane.inflight.empty()) continue;
+    // Not before its deletes are done: the next owner would publish those rows again.
+    if (!lane.releasing || !lane.inflight.empty() || !lane.deleting.empty()) continue;
     store_->UnlockLane(id);
     DropSuspects(id);
     lane.owned = false;
@@ -609,6 +643,7 @@ void Relay::DatabaseTurn(TimePoint now) {
       next_poll_ = now + config_.poll_interval;
     }
     FlushToDatabase();
+    ForgetDeleted();
     ReleaseIdleLanes();
     if (standby_ && in_group_) {
       // Every lane is released (EnterStandby emptied them): the other relays' fair share
@@ -750,14 +785,16 @@ milliseconds Relay::Step() {
   UpdateReadiness(now);
 
   if (draining_) {
-    bool drained = InFlightRecords() == 0 && to_delete_.empty() && to_dead_letter_.empty();
+    bool drained = InFlightRecords() == 0 && !DeletesPending() && to_dead_letter_.empty();
     if (drained) {
       done_ = true;
       return milliseconds{0};
     }
     if (now >= drain_deadline_) {
+      std::size_t undeleted = 0;
+      for (const auto& [lane, acked] : to_delete_) undeleted += acked.size();
       log_->warn("shutdown timeout: records still in flight will be published again in_flight={} undeleted={}",
-                 InFlightRecords(), to_delete_.size());
+                 InFlightRecords(), undeleted);
       sink_.Purge();
       HandleDeliveries(sink_.Poll());
       CollectCompleted();
@@ -803,10 +840,16 @@ int Relay::Run(const std::atomic<bool>& stop, int stop_fd) {
     auto wait = Step();
     if (done_) break;
     if (wait.count() > 0) {
-      pollfd fds[3];
+      pollfd fds[4];
       int n = 0;
       if (sink_.wait_fd() >= 0) fds[n++] = {sink_.wait_fd(), POLLIN, 0};
       if (store_ && store_->wait_fd() >= 0) fds[n++] = {store_->wait_fd(), POLLIN, 0};
+      // A finished delete lets a releasing lane go (or a shutdown end) without waiting
+      // for the poll timer. Not while statements back off: the result would stay unread
+      // and poll(2) return at once until then.
+      if (store_ && store_->delete_wait_fd() >= 0 && DeletesPending() && clock_.Now() >= statement_retry_at_) {
+        fds[n++] = {store_->delete_wait_fd(), POLLIN, 0};
+      }
       if (!draining_ && stop_fd >= 0) fds[n++] = {stop_fd, POLLIN, 0};
       ::poll(fds, static_cast<nfds_t>(n), static_cast<int>(wait.count()));
     }

@@ -110,6 +110,9 @@ class Relay {
     std::deque<Batch> inflight;
     std::uint64_t epoch = 0;         // counts acquisitions: batches of an earlier one are stale
     bool drop_suspects = false;      // older refused rows were dropped: until the reset claim
+    // Rows Kafka acknowledged whose DELETE was sent (store ticket) and is not known done:
+    // a claim may still see them, so they count as known, like rows in flight.
+    std::deque<std::pair<std::uint64_t, std::vector<std::int64_t>>> deleting;
   };
   // Where a record given to the sink belongs (the token's entry in tokens_).
   struct InFlightRecord {
@@ -125,6 +128,8 @@ class Relay {
   void HandleDeliveries(std::vector<Delivery> deliveries);
   void CollectCompleted();
   void FlushToDatabase();
+  void ForgetDeleted();
+  bool DeletesPending() const;
   void ReleaseIdleLanes();
   void Isolate();
   void DropSuspects(int lane);
@@ -163,7 +168,7 @@ class Relay {
   std::optional<TimePoint> fatal_since_;
   int next_lane_ = 0;          // where the next turn's claims start (round robin)
   bool bytes_full_ = false;    // the byte cap stopped a lane: wait for acknowledgements
-  std::vector<std::int64_t> to_delete_;
+  std::map<int, std::vector<std::int64_t>> to_delete_;  // lane -> acknowledged rows, DELETE not sent
   std::vector<std::pair<std::int64_t, std::string>> to_dead_letter_;
   bool stopping_ = false;
   bool draining_ = false;

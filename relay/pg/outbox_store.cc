@@ -14,8 +14,9 @@ std::vector<OutboxRow> DecodeRows(const PGresult* res) {
   for (int i = 0; i < n; ++i) {
     auto& row = rows[static_cast<size_t>(i)];
     row.id = ReadInt8(res, i, 0);
-    row.message_id = ReadUuid(res, i, 1);
     row.lane = ReadInt4(res, i, 2);
+    if (PQgetisnull(res, i, 1)) continue;  // a row the claim only names (known to the caller)
+    row.message_id = ReadUuid(res, i, 1);
     row.topic.assign(PQgetvalue(res, i, 3), static_cast<size_t>(PQgetlength(res, i, 3)));
     row.key = ReadBytes(res, i, 4);
     row.payload = ReadBytes(res, i, 5);
@@ -33,9 +34,94 @@ std::vector<OutboxRow> DecodeRows(const PGresult* res) {
 }  // namespace
 
 PgOutboxStore::PgOutboxStore(const std::string& conninfo, const std::string& application_name,
-                             std::chrono::milliseconds session_timeout) {
+                             std::chrono::milliseconds session_timeout)
+    : conninfo_(conninfo), application_name_(application_name), session_timeout_(session_timeout) {
   conn_ = std::make_unique<PgConnection>(conninfo, application_name, session_timeout);
   Open();
+  OpenDeleter();
+}
+
+PgOutboxStore::~PgOutboxStore() {
+  // Rows whose delete is lost are published again by the lane's next owner: wait a little
+  // for what was asked (a shutdown's last deletes), never long.
+  constexpr std::chrono::milliseconds kFinishDeletes{5000};
+  try {
+    if (!deleter_) return;
+    if (sent_ticket_ > done_ticket_) {
+      if (!deleter_->WaitReady(kFinishDeletes)) return;
+      deleter_->Finish();
+      sent_ticket_ = 0;
+    }
+    if (!delete_queued_.empty()) {
+      deleter_->SendPrepared("delete", {ArrayLiteral(delete_queued_.begin(), delete_queued_.end())});
+      if (deleter_->WaitReady(kFinishDeletes)) deleter_->Finish();
+    }
+  } catch (const StoreError&) {
+    // Gone: the rows come back and are published again (duplicates, never losses).
+  }
+}
+
+void PgOutboxStore::OpenDeleter() {
+  // Deleting published rows needs no lane lock: any session may do it, and a DELETE by id
+  // is idempotent, so after a lost session the same ids are simply sent again.
+  deleter_ = std::make_unique<PgConnection>(conninfo_, application_name_ + "-deletes", session_timeout_);
+  deleter_->Exec("SET synchronous_commit = off");  // as the main session (see Open)
+  deleter_->Prepare("delete", "DELETE FROM outbox.messages WHERE id = ANY($1::bigint[])");
+}
+
+std::uint64_t PgOutboxStore::Delete(const std::vector<std::int64_t>& ids) {
+  delete_queued_.insert(delete_queued_.end(), ids.begin(), ids.end());
+  queued_ticket_ = next_ticket_++;
+  PumpDeletes();
+  return queued_ticket_;
+}
+
+std::uint64_t PgOutboxStore::DeletedUpTo() {
+  PumpDeletes();
+  return done_ticket_;
+}
+
+void PgOutboxStore::PumpDeletes() {
+  try {
+    if (!deleter_) OpenDeleter();
+    if (sent_ticket_ > done_ticket_) {
+      if (!deleter_->Ready()) return;
+      deleter_->Finish();
+      done_ticket_ = sent_ticket_;
+      delete_sent_.clear();
+      delete_failing_ = false;
+    }
+    if (!delete_queued_.empty()) {
+      // Everything queued meanwhile goes in one statement.
+      deleter_->SendPrepared("delete", {ArrayLiteral(delete_queued_.begin(), delete_queued_.end())});
+      delete_sent_.swap(delete_queued_);
+      delete_queued_.clear();
+      sent_ticket_ = queued_ticket_;
+      if (delete_failing_) {
+        // After a refusal, wait for the retry's result: the call that sends it fails or
+        // succeeds, so the relay's back-off and /readyz count the failures in a row.
+        deleter_->Finish();
+        done_ticket_ = sent_ticket_;
+        delete_sent_.clear();
+        delete_failing_ = false;
+      }
+    }
+  } catch (const StoreError& e) {
+    delete_failing_ = !e.connection_lost();
+    // Send the rows again with the next ones (the failed statement may have committed or
+    // not: deleting twice is harmless).
+    if (sent_ticket_ > done_ticket_) {
+      delete_queued_.insert(delete_queued_.end(), delete_sent_.begin(), delete_sent_.end());
+      delete_sent_.clear();
+      queued_ticket_ = std::max(queued_ticket_, sent_ticket_);
+      sent_ticket_ = done_ticket_;
+    }
+    if (!e.connection_lost()) throw;
+    deleter_.reset();
+    // Lost: open it again at once (e.g. the backend was terminated). If PostgreSQL is out
+    // of reach the main session is too: the relay starts over with a new store.
+    OpenDeleter();
+  }
 }
 
 int PgOutboxStore::LaneCount() {
@@ -66,10 +152,13 @@ void PgOutboxStore::Open() {
   // c.take_one the first comes anyway), so a claim over rows of 10 MiB holds one or a
   // few, not batch-size of them. The first row that does not fit comes without payload,
   // flagged in the last column: the store drops it and marks the lane cut.
+  // Rows at or below c.known_up_to come as id and lane only: the relay has them in
+  // flight (or fetches them whole, when they are late commits).
   // While a switch back from capture mode wal is drained (outbox.settings.wal_draining),
   // no new row is claimed: the WAL's messages, committed before them, go first.
   conn_->Prepare("claim", R"sql(
-    SELECT m.id, m.message_id, m.lane, m.topic, m.key,
+    SELECT m.id, CASE WHEN m.id > c.known_up_to THEN m.message_id END, m.lane,
+           CASE WHEN m.id > c.known_up_to THEN m.topic END, CASE WHEN m.id > c.known_up_to THEN m.key END,
            CASE WHEN m.id > c.known_up_to AND m.fits THEN m.payload END,
            CASE WHEN m.id > c.known_up_to AND m.fits THEN m.headers::text ELSE '{}' END,
            NOT m.fits
@@ -93,7 +182,6 @@ void PgOutboxStore::Open() {
   conn_->Prepare("fetch", R"sql(
     SELECT id, message_id, lane, topic, key, payload, headers::text
     FROM outbox.messages WHERE id = ANY($1::bigint[]) ORDER BY id)sql");
-  conn_->Prepare("delete", "DELETE FROM outbox.messages WHERE id = ANY($1::bigint[])");
   // Through the schema's function (0006): the relay role has no write privilege on
   // outbox.dead_letters, so it cannot forge a dead letter.
   conn_->Prepare("dead_letter", "SELECT outbox.dead_letter($1, $2)");
@@ -171,10 +259,6 @@ std::vector<OutboxRow> PgOutboxStore::Fetch(const std::vector<std::int64_t>& ids
   return DecodeRows(r.get());
 }
 
-void PgOutboxStore::Delete(const std::vector<std::int64_t>& ids) {
-  if (ids.empty()) return;
-  conn_->ExecPrepared("delete", {ArrayLiteral(ids.begin(), ids.end())});
-}
 
 void PgOutboxStore::DeadLetter(std::int64_t id, const std::string& error) {
   conn_->ExecPrepared("dead_letter", {std::to_string(id), error});

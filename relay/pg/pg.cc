@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <endian.h>
+#include <poll.h>
 
 #include <cstring>
 
@@ -100,6 +101,37 @@ PgResult PgConnection::ExecPrepared(const std::string& name,
   Params p{params};
   return Check(PQexecPrepared(conn_.get(), name.c_str(), static_cast<int>(params.size()), p.values.data(),
                               nullptr, nullptr, binary_results ? 1 : 0));
+}
+
+void PgConnection::SendPrepared(const std::string& name, const std::vector<std::optional<std::string>>& params) {
+  Params p{params};
+  if (!PQsendQueryPrepared(conn_.get(), name.c_str(), static_cast<int>(params.size()), p.values.data(), nullptr,
+                           nullptr, 0)) {
+    Check(nullptr);
+  }
+}
+
+bool PgConnection::Ready() {
+  if (!PQconsumeInput(conn_.get())) Check(nullptr);
+  return !PQisBusy(conn_.get());
+}
+
+bool PgConnection::WaitReady(std::chrono::milliseconds limit) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!Ready()) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return false;
+    pollfd fd{PQsocket(conn_.get()), POLLIN, 0};
+    ::poll(&fd, 1, static_cast<int>(left.count()));
+  }
+  return true;
+}
+
+PgResult PgConnection::Finish() {
+  PgResult first{PQgetResult(conn_.get())};
+  // Up to the end of the statement (ReadyForQuery): an autocommit statement has then committed.
+  while (PGresult* more = PQgetResult(conn_.get())) PQclear(more);
+  return Check(first.release());
 }
 
 std::vector<std::string> PgConnection::ConsumeNotifications() {

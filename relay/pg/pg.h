@@ -65,6 +65,15 @@ class PgConnection {
   PgResult ExecPrepared(const std::string& name, const std::vector<std::optional<std::string>>& params,
                         bool binary_results = false);
 
+  // One statement at a time without waiting: SendPrepared starts it; Ready reads what
+  // arrived (non-blocking) and says whether its result is complete; Finish returns the
+  // result (blocking until then) and throws PgError if it failed. WaitReady blocks up to
+  // `limit` for it.
+  void SendPrepared(const std::string& name, const std::vector<std::optional<std::string>>& params);
+  bool Ready();
+  bool WaitReady(std::chrono::milliseconds limit);
+  PgResult Finish();
+
   // Reads what the server sent without blocking; returns the channels of the
   // notifications that arrived. Throws PgError if the connection is lost.
   std::vector<std::string> ConsumeNotifications();

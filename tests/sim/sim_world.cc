@@ -231,11 +231,18 @@ class World {
   // relay, --kafka-stall-timeout): half the worlds have them; kFeatureSalt is the first
   // salt that leaves every seed named in docs/simulation.md without them.
   static constexpr std::uint64_t kFeatureSalt = 6884;
+  // The same for deletes that finish after the call returned (issue 16: production sends
+  // them on a second session without waiting): half the worlds have them; kDeleteSalt is
+  // the first salt that leaves every seed named in docs/simulation.md without them.
+  static constexpr std::uint64_t kDeleteSalt = 5412;
   explicit World(const WorldOptions& o)
       : opt_(o),
         rng_(o.seed),
         cut_rng_(o.seed * 0x9e3779b97f4a7c15ull + kCutSalt),
-        feature_rng_(o.seed * 0xbf58476d1ce4e5b9ull + kFeatureSalt) {}
+        feature_rng_(o.seed * 0xbf58476d1ce4e5b9ull + kFeatureSalt),
+        delete_rng_(o.seed * 0x94d049bb133111ebull + kDeleteSalt) {
+    async_deletes_ = std::uniform_real_distribution<double>(0, 1)(delete_rng_) < 0.5;
+  }
 
   WorldResult Run();
 
@@ -398,6 +405,19 @@ class World {
   std::mt19937_64 rng_;
   std::mt19937_64 cut_rng_;  // partitions only
   std::mt19937_64 feature_rng_;  // claim cap, Kafka cut of one relay, --kafka-stall-timeout
+  std::mt19937_64 delete_rng_;   // when deletes finish
+  bool async_deletes_ = false;
+ public:
+  // How long a delete takes to commit after the call (0: before it returns). Deletes of
+  // one store finish in order.
+  Ms DeleteDelay() {
+    if (!async_deletes_) return Ms(0);
+    int pick = std::uniform_int_distribution<int>(0, 9)(delete_rng_);
+    return pick < 3 ? Ms(0) : Ms(std::uniform_int_distribution<int>(1, pick < 9 ? 20 : 400)(delete_rng_));
+  }
+  // A store dropped with deletes not yet committed: each ran or not.
+  bool AbandonedDeleteRuns() { return std::uniform_int_distribution<int>(0, 1)(delete_rng_) == 1; }
+ private:
   bool newer_faults_ = false;    // this world has them (the first draw of feature_rng_)
   bool FeatureChance(double p) { return std::uniform_real_distribution<double>(0, 1)(feature_rng_) < p; }
   int FeatureUniform(int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(feature_rng_); }
@@ -461,7 +481,8 @@ class World {
 
 class SimStore final : public OutboxStore {
  public:
-  SimStore(World& w, int session) : w_(w), s_(session) {}
+  SimStore(World& w, int session) : w_(w), s_(session), deletes_(std::make_shared<Deletes>()) {}
+  ~SimStore() override { deletes_->abandoned = true; }
 
   int LaneCount() override {
     Enter("lane_count");
@@ -552,10 +573,38 @@ class SimStore final : public OutboxStore {
     }
     return out;
   }
-  void Delete(const std::vector<std::int64_t>& ids) override {
+  std::uint64_t Delete(const std::vector<std::int64_t>& ids) override {
     int f = Enter("delete");
-    for (auto id : ids) w_.DeleteRow(id);
+    std::uint64_t ticket = ++deletes_->next;
+    auto delay = w_.DeleteDelay();
+    if (delay == Ms(0) && deletes_->done + 1 == ticket) {
+      for (auto id : ids) w_.DeleteRow(id);
+      deletes_->done = ticket;
+    } else {
+      // Runs later, after the deletes sent before it (the store's second session).
+      auto at = std::max(deletes_->last_at, w_.now() + delay);
+      deletes_->last_at = at;
+      World* w = &w_;
+      auto d = deletes_;
+      w_.At(at, [w, d, ids, ticket] {
+        if (d->abandoned && !w->AbandonedDeleteRuns()) return;
+        for (auto id : ids) w->DeleteRow(id);
+        d->done = std::max(d->done, ticket);
+      });
+    }
     Leave(f);
+    return ticket;
+  }
+  std::uint64_t DeletedUpTo() override {
+    // Reads the delete session's results (non-blocking): nothing arrives through a cut.
+    auto& session = w_.sessions_[static_cast<size_t>(s_)];
+    if (w_.HostCut(session.host)) {
+      w_.EnterCutOff(s_, "deleted_up_to", false);
+      return reported_;
+    }
+    if (!session.alive) throw StoreError("server closed the connection", "08006", true);
+    reported_ = deletes_->done;
+    return reported_;
   }
   void DeadLetter(std::int64_t id, const std::string& error) override {
     int f = Enter("dead_letter");
@@ -603,8 +652,16 @@ class SimStore final : public OutboxStore {
       throw StoreError("server closed the connection", "08006", true);
     }
   }
+  struct Deletes {
+    std::uint64_t next = 0;  // the last ticket given
+    std::uint64_t done = 0;  // committed up to
+    TimePoint last_at{};     // when the last one sent runs
+    bool abandoned = false;  // the store is gone
+  };
   World& w_;
   int s_;
+  std::shared_ptr<Deletes> deletes_;
+  std::uint64_t reported_ = 0;
 };
 
 // ---------------------------------------------------------------- SimSink
