@@ -33,7 +33,7 @@ struct RunConfig {
   std::string db;               // libpq conninfo of the outbox database
   std::string brokers;          // Kafka bootstrap list host:port,...
   int lanes = 0;                // most lanes this relay owns at once; 0 = its fair share
-  int batch_size = 500;         // rows claimed per lane and round trip
+  int batch_size = 2000;        // rows claimed per lane and round trip (docs/relay.md, Sizing)
   int max_inflight_batches = 4; // batches of one lane produced but not yet acknowledged
   std::chrono::milliseconds poll_interval{200};     // fallback poll when NOTIFY is quiet
   std::chrono::milliseconds rebalance_interval{1000};  // lane ownership check period
