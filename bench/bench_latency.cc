@@ -22,6 +22,7 @@
 // max(20 ms, 3 x step_pre_p99_ms) or one of its messages never arrived; step_catch_up_ms
 // is the end of the last slow window, from the step (0 if none). A value close to
 // step_post_ms means the relay had not caught up when the stage ended.
+// step_window_p99_ms: each window's p99 in order (-1: no message received in it).
 #include <endian.h>
 #include <libpq-fe.h>
 #include <librdkafka/rdkafka.h>
@@ -295,6 +296,11 @@ int main(int argc, char** argv) {
         sched.step_rate, sched.step_after, (seconds - sched.step_after) * 1e3, pre.size(), pre_p99, post.size(),
         post_missing, pct_of(post, 0.5), pct_of(post, 0.99), post.empty() ? -1.0 : post.back(), threshold,
         slow_windows, catch_up_ms);
+    std::printf(",\"step_window_p99_ms\":[");
+    for (size_t w = 0; w < windows.size(); ++w) {
+      std::printf("%s%.1f", w ? "," : "", windows[w].empty() ? -1.0 : pct_of(windows[w], 0.99));
+    }
+    std::printf("]");
   }
   std::printf("}\n");
   rd_kafka_consumer_close(rk);

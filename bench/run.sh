@@ -187,6 +187,12 @@ jnum() {
   v=$(jq -r "($2) as \$v | if (\$v | type) == \"number\" and \$v >= 0 then \$v else null end" <<<"$1" 2>/dev/null || true)
   echo "${v:-null}"
 }
+# jval JSON PATH: the value at PATH as compact JSON, or null.
+jval() {
+  local v
+  v=$(jq -c "($2) // null" <<<"$1" 2>/dev/null || true)
+  echo "${v:-null}"
+}
 # The rate-step latency run (stage 5a) against the running relay; prints bench-latency's JSON.
 step_stage() {
   "$BL" --db "$DB" --brokers "$BROKERS" --topic bench --rate "$STEP_FROM" --step-rate "$STEP_TO" \
@@ -410,6 +416,7 @@ if [ -n "${OUTBOX_BENCH_BASELINE_BIN:-}" ]; then
     --argjson smax "$(jnum "$BLS" .step_max_ms)" --argjson scu "$(jnum "$BLS" .step_catch_up_ms)" \
     --argjson spre "$(jnum "$BLS" .step_pre_p99_ms)" --argjson sthr "$(jnum "$BLS" .step_threshold_ms)" \
     --argjson sslow "$(jnum "$BLS" .step_slow_windows)" \
+    --argjson swin "$(jval "$BLS" .step_window_p99_ms)" \
     '{binary:$binary, commit:(if $commit == "" then null else $commit end),
       error:(if $error == "" then null else $error end),
       relay_log_warnings:($complaints | split("\n") | map(select(. != ""))),
@@ -417,7 +424,8 @@ if [ -n "${OUTBOX_BENCH_BASELINE_BIN:-}" ]; then
       e2e_p50_ms_at_1000:$p50_1, e2e_p99_ms_at_1000:$p99_1, e2e_max_ms_at_1000:$max_1, e2e_missing_at_1000:$miss_1,
       e2e_p50_ms_at_5000:$p50_5, e2e_p99_ms_at_5000:$p99_5, e2e_max_ms_at_5000:$max_5, e2e_missing_at_5000:$miss_5,
       e2e_step_pre_p99_ms:$spre, e2e_step_p50_ms:$s50, e2e_step_p99_ms:$s99, e2e_step_max_ms:$smax,
-      e2e_step_catch_up_ms:$scu, e2e_step_threshold_ms:$sthr, e2e_step_slow_windows:$sslow}')
+      e2e_step_catch_up_ms:$scu, e2e_step_threshold_ms:$sthr, e2e_step_slow_windows:$sslow,
+      e2e_step_window_p99_ms:$swin}')
 fi
 
 # --- 6. scaling ---------------------------------------------------------------------
@@ -691,9 +699,10 @@ jq \
   --argjson scu "${R[e2e_step_catch_up]}" --argjson spre "${R[e2e_step_pre_p99]}" --argjson smiss "${R[e2e_step_missing]}" \
   --argjson sthr "${R[e2e_step_threshold]}" --argjson sslow "${R[e2e_step_slow_windows]}" \
   --argjson from "$STEP_FROM" --argjson to "$STEP_TO" --argjson pre_s "$STEP_PRE_S" --argjson post_s "$STEP_POST_S" \
-  --argjson baseline "$BASE_JSON" \
+  --argjson baseline "$BASE_JSON" --argjson windows "$(jval "$LS" .step_window_p99_ms)" \
   '. + {
-    e2e_step:{from_msgs_per_s:$from, to_msgs_per_s:$to, seconds_before:$pre_s, seconds_after:$post_s},
+    e2e_step:{from_msgs_per_s:$from, to_msgs_per_s:$to, seconds_before:$pre_s, seconds_after:$post_s,
+              window_p99_ms:$windows},
     e2e_step_pre_p99_ms:$spre, e2e_step_p50_ms:$s50, e2e_step_p99_ms:$s99, e2e_step_max_ms:$smax,
     e2e_step_catch_up_ms:$scu, e2e_step_missing:$smiss, e2e_step_threshold_ms:$sthr, e2e_step_slow_windows:$sslow}
    + (if $baseline == null then {} else {baseline:$baseline} end)' \
