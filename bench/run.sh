@@ -150,7 +150,14 @@ published() {
 }
 # Stops the relay; sets RELAY_CPU_S (user + sys until now) and RELAY_RSS_MB (peak RSS).
 stop_relay() {
-  local ticks hwm
+  local ticks hwm rc=0
+  if ! kill -0 "$RELAY_PID" 2>/dev/null; then
+    wait "$RELAY_PID" || rc=$?
+    tail -20 "$WORK/relay.log" >&2
+    echo "the relay (pid $RELAY_PID, $RUN_BIN) exited before it was stopped, status $rc" >&2
+    RELAY_PID=""
+    exit 1
+  fi
   ticks=$(awk '{print $14 + $15}' "/proc/$RELAY_PID/stat")
   hwm=$(awk '/^VmHWM/ {print $2}' "/proc/$RELAY_PID/status")
   kill -TERM "$RELAY_PID"
