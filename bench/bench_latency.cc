@@ -2,6 +2,7 @@
 //
 //   bench-latency --db CONNINFO --brokers B --topic T --rate R --seconds S
 //                 [--warmup 2] [--producers 4] [--payload 256] [--keys 1000]
+//                 [--step-rate R2 --step-after-s T]
 //
 // `producers` threads (one connection each) publish R messages/s in total on a fixed
 // schedule, one message per transaction unless a thread falls behind (then it publishes
@@ -11,6 +12,17 @@
 // sent (so it includes the commit itself). The first `warmup` seconds are not counted.
 // Prints JSON: count, missing, p50/p90/p99/max in ms, the COMMIT round trip's p50/p99
 // (the producer's share of the latency), achieved publish rate.
+//
+// Rate step (--step-rate R2 --step-after-s T, T < S): R msg/s for the first T seconds,
+// then R2 msg/s until S seconds (S is the whole run). The keys above then cover both
+// parts (after the warm-up); added keys: step_pre_p99_ms (messages due in [warmup, T)),
+// step_p50/p99/max_ms (messages due at T or later), step_missing, and step_catch_up_ms:
+// the post-step messages are bucketed by their commit moment (the latency's start) in
+// 100 ms windows from the step; a window is slow when its p99 exceeds
+// max(20 ms, 3 x step_pre_p99_ms) or one of its messages never arrived; step_catch_up_ms
+// is the end of the last slow window, from the step (0 if none). A value close to
+// step_post_ms means the relay had not caught up when the stage ended.
+// step_window_p99_ms: each window's p99 in order (-1: no message received in it).
 #include <endian.h>
 #include <libpq-fe.h>
 #include <librdkafka/rdkafka.h>
@@ -29,6 +41,20 @@ using namespace outbox::bench;
 namespace {
 
 constexpr std::uint64_t kMagic = 0x6f75746265ULL;  // marks our payloads
+
+// When message seq is due, in seconds from the epoch: `rate` msg/s for the first
+// `step_after` seconds (n1 messages), then `step_rate` msg/s. Without a step, step_after
+// covers the whole run and seq / rate is the schedule as before.
+struct Schedule {
+  double rate = 1000;
+  double step_rate = 0;  // 0: no step
+  double step_after = 0;
+  long long n1 = 0;      // messages before the step
+  double DueS(long long seq) const {
+    if (step_rate <= 0 || seq < n1) return static_cast<double>(seq) / rate;
+    return step_after + static_cast<double>(seq - n1) / step_rate;
+  }
+};
 
 struct Shared {
   Clock::time_point epoch;
@@ -61,17 +87,20 @@ PgResultPtr Must(PGconn* c, PGresult* raw) {
 }
 
 void Producer(const std::string& db, const std::string& topic, int index, int producers, long long total,
-              double rate, size_t payload_size, long long keys, double warmup, Shared& shared,
+              const Schedule& sched, size_t payload_size, long long keys, double warmup, Shared& shared,
               std::atomic<long long>& published, std::vector<double>& commit_ms) {
   std::unique_ptr<PGconn, PgFinish> conn{PQconnectdb(db.c_str())};
   PGconn* c = conn.get();
   if (PQstatus(c) != CONNECTION_OK) Die(PQerrorMessage(c));
   Must(c, PQprepare(c, "pub", "SELECT outbox.publish($1::text, $2::text, $3::bytea)", 0, nullptr));
   std::string payload(payload_size, 'p');
-  // Thread `index` owns seqs index, index+producers, ...; seq i is due at i / rate.
+  // Thread `index` owns seqs index, index+producers, ...; seq i is due at sched.DueS(i).
+  auto due_at = [&](long long seq) {
+    return shared.epoch + std::chrono::nanoseconds(static_cast<long long>(sched.DueS(seq) * 1e9));
+  };
   long long next = index;
   while (next < total) {
-    auto due = shared.epoch + std::chrono::nanoseconds(static_cast<long long>(next * 1e9 / rate));
+    auto due = due_at(next);
     std::this_thread::sleep_until(due);
     auto now = Clock::now();
     Must(c, PQexec(c, "BEGIN"));
@@ -87,13 +116,12 @@ void Producer(const std::string& db, const std::string& topic, int index, int pr
       Must(c, PQexecPrepared(c, "pub", 3, params, lengths, formats, 0));
       seqs.push_back(next);
       next += producers;
-    } while (next < total && seqs.size() < 100 &&
-             shared.epoch + std::chrono::nanoseconds(static_cast<long long>(next * 1e9 / rate)) <= now);
+    } while (next < total && seqs.size() < 100 && due_at(next) <= now);
     auto t = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - shared.epoch).count();
     for (auto s : seqs) shared.commit_ns[static_cast<size_t>(s)].store(t, std::memory_order_relaxed);
     Must(c, PQexec(c, "COMMIT"));
     auto committed = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - shared.epoch).count();
-    if (static_cast<double>(seqs.front()) / rate >= warmup) commit_ms.push_back(static_cast<double>(committed - t) / 1e6);
+    if (sched.DueS(seqs.front()) >= warmup) commit_ms.push_back(static_cast<double>(committed - t) / 1e6);
     published += static_cast<long long>(seqs.size());
   }
 }
@@ -110,7 +138,17 @@ int main(int argc, char** argv) {
   int producers = static_cast<int>(IntArg(argc, argv, "producers", 4));
   auto payload_size = static_cast<size_t>(std::max<long long>(16, IntArg(argc, argv, "payload", 256)));
   long long keys = IntArg(argc, argv, "keys", 1000);
-  long long total = static_cast<long long>(rate * seconds);
+  Schedule sched;
+  sched.rate = rate;
+  sched.step_rate = static_cast<double>(IntArg(argc, argv, "step-rate", 0));
+  sched.step_after = static_cast<double>(IntArg(argc, argv, "step-after-s", 0));
+  bool step = sched.step_rate > 0;
+  if (step && (sched.step_after <= 0 || sched.step_after >= seconds)) {
+    Die("--step-after-s must be more than 0 and less than --seconds");
+  }
+  if (!step) sched.step_after = seconds;
+  sched.n1 = static_cast<long long>(rate * sched.step_after);
+  long long total = sched.n1 + (step ? static_cast<long long>(sched.step_rate * (seconds - sched.step_after)) : 0);
 
   // Consumer: assigned to every partition at its current end, fetches answered at once.
   char err[512];
@@ -154,11 +192,12 @@ int main(int argc, char** argv) {
   std::vector<std::thread> threads;
   std::vector<std::vector<double>> commit_ms(static_cast<size_t>(producers));
   for (int i = 0; i < producers; ++i) {
-    threads.emplace_back(Producer, db, topic, i, producers, total, rate, payload_size, keys, warmup,
+    threads.emplace_back(Producer, db, topic, i, producers, total, std::cref(sched), payload_size, keys, warmup,
                          std::ref(shared), std::ref(published), std::ref(commit_ms[static_cast<size_t>(i)]));
   }
 
   std::vector<double> lat_ms;
+  std::vector<double> lat_of_seq(step ? static_cast<size_t>(total) : 0, -1.0);  // step mode: per message
   std::vector<char> seen(static_cast<size_t>(total), 0);
   long long received = 0, early = 0;
   bool producers_done = false;
@@ -183,7 +222,9 @@ int main(int argc, char** argv) {
         auto t0 = shared.commit_ns[seq].load(std::memory_order_relaxed);
         auto recv = std::chrono::duration_cast<std::chrono::nanoseconds>(now - shared.epoch).count();
         if (t0 == 0) ++early;  // cannot happen (recorded before COMMIT is sent)
-        if (static_cast<double>(seq) / rate >= warmup) lat_ms.push_back(static_cast<double>(recv - t0) / 1e6);
+        double ms = static_cast<double>(recv - t0) / 1e6;
+        if (sched.DueS(static_cast<long long>(seq)) >= warmup) lat_ms.push_back(ms);
+        if (step) lat_of_seq[seq] = ms;
       }
     }
   }
@@ -202,9 +243,66 @@ int main(int argc, char** argv) {
   std::printf(
       "{\"rate\":%.0f,\"count\":%zu,\"missing\":%lld,\"p50_ms\":%.2f,\"p90_ms\":%.2f,\"p99_ms\":%.2f,"
       "\"max_ms\":%.2f,\"commit_p50_ms\":%.2f,\"commit_p99_ms\":%.2f,\"transactions\":%zu,"
-      "\"achieved_rate_lower_bound\":%.0f,\"early\":%lld}\n",
+      "\"achieved_rate_lower_bound\":%.0f,\"early\":%lld",
       rate, lat_ms.size(), total - received, pct(0.5), pct(0.9), pct(0.99), lat_ms.empty() ? -1.0 : lat_ms.back(),
       pct_of(commits, 0.5), pct_of(commits, 0.99), commits.size(), achieved, early);
+  if (step) {
+    // Pre-step: due in [warmup, step). Post-step: due at the step or later, bucketed by
+    // commit moment (ns since the epoch; >= its due time, so >= the step) in 100 ms windows.
+    constexpr double kWindowMs = 100;
+    const double step_ns = sched.step_after * 1e9;
+    std::vector<double> pre, post;
+    std::vector<std::vector<double>> windows;
+    std::vector<char> window_missing;
+    long long post_missing = 0;
+    for (long long seq = 0; seq < total; ++seq) {
+      double ms = lat_of_seq[static_cast<size_t>(seq)];
+      if (seq < sched.n1) {
+        if (ms >= 0 && sched.DueS(seq) >= warmup) pre.push_back(ms);
+        continue;
+      }
+      auto t0 = shared.commit_ns[static_cast<size_t>(seq)].load(std::memory_order_relaxed);
+      auto w = static_cast<size_t>(std::max(0.0, (static_cast<double>(t0) - step_ns) / 1e6 / kWindowMs));
+      if (w >= windows.size()) {
+        windows.resize(w + 1);
+        window_missing.resize(w + 1, 0);
+      }
+      if (ms < 0) {
+        ++post_missing;
+        window_missing[w] = 1;
+      } else {
+        post.push_back(ms);
+        windows[w].push_back(ms);
+      }
+    }
+    std::sort(pre.begin(), pre.end());
+    std::sort(post.begin(), post.end());
+    double pre_p99 = pct_of(pre, 0.99);
+    double threshold = std::max(20.0, 3 * pre_p99);
+    double catch_up_ms = 0;
+    long long slow_windows = 0;
+    for (size_t w = 0; w < windows.size(); ++w) {
+      std::sort(windows[w].begin(), windows[w].end());
+      if (window_missing[w] || (!windows[w].empty() && pct_of(windows[w], 0.99) > threshold)) {
+        catch_up_ms = static_cast<double>(w + 1) * kWindowMs;
+        ++slow_windows;
+      }
+    }
+    std::printf(
+        ",\"step_rate\":%.0f,\"step_after_s\":%.0f,\"step_post_ms\":%.0f,\"step_pre_count\":%zu,"
+        "\"step_pre_p99_ms\":%.2f,\"step_count\":%zu,\"step_missing\":%lld,\"step_p50_ms\":%.2f,"
+        "\"step_p99_ms\":%.2f,\"step_max_ms\":%.2f,\"step_threshold_ms\":%.2f,\"step_slow_windows\":%lld,"
+        "\"step_catch_up_ms\":%.0f",
+        sched.step_rate, sched.step_after, (seconds - sched.step_after) * 1e3, pre.size(), pre_p99, post.size(),
+        post_missing, pct_of(post, 0.5), pct_of(post, 0.99), post.empty() ? -1.0 : post.back(), threshold,
+        slow_windows, catch_up_ms);
+    std::printf(",\"step_window_p99_ms\":[");
+    for (size_t w = 0; w < windows.size(); ++w) {
+      std::printf("%s%.1f", w ? "," : "", windows[w].empty() ? -1.0 : pct_of(windows[w], 0.99));
+    }
+    std::printf("]");
+  }
+  std::printf("}\n");
   rd_kafka_consumer_close(rk);
   consumer.reset();
   return received == total ? 0 : 1;

@@ -11,13 +11,21 @@
 # Environment: OUTBOX_BENCH_BUILD_DIR (default build-bench), OUTBOX_BENCH_RELAY_ARGS
 # (extra `outbox-relay run` options, e.g. "--batch-size 1000"), OUTBOX_BENCH_SKIP_BUILD=1,
 # OUTBOX_BENCH_RELAY_BIN (measure another outbox-relay binary, e.g. a before/after copy).
+# OUTBOX_BENCH_BASELINE_BIN=/path/to/old/outbox-relay: also measure that binary in the same
+# run, on the same servers (stage 5b: drain of the same rows, latency at 1,000 and 5,000
+# msg/s, the rate step), reported next to the current binary's figures (JSON "baseline").
+# It only runs `outbox-relay run` against the schema the current binary migrated; if it
+# cannot, the stage records why and the bench goes on. OUTBOX_BENCH_BASELINE_ARGS: extra
+# `run` options for it (RELAY_ARGS are not passed: it may not know them);
+# OUTBOX_BENCH_BASELINE_COMMIT: its commit for the report (default: HEAD of the git
+# checkout holding the binary, if any).
 set -euo pipefail
 
 QUICK=0
 for a in "$@"; do
   case "$a" in
     --quick) QUICK=1 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "usage: bench/run.sh [--quick]" >&2; exit 2 ;;
   esac
 done
@@ -30,10 +38,14 @@ PAYLOAD=256
 if [ "$QUICK" = 1 ]; then
   N_DRAIN=100000; N_KAFKA=100000; PGB_SECONDS=5; NOTIFY_ROUNDS=2; LAT_SECONDS=10; LAT_OFF_SECONDS=5
   N_SCALE=60000; N_SCALE_16K=5000; N_CONSUMER=20000; CONSUMER_E2E_SECONDS=10; NEW_TOPIC_ROUNDS=5
+  STEP_PRE_S=5; STEP_POST_S=10
 else
   N_DRAIN=1000000; N_KAFKA=1000000; PGB_SECONDS=10; NOTIFY_ROUNDS=3; LAT_SECONDS=30; LAT_OFF_SECONDS=10
   N_SCALE=300000; N_SCALE_16K=20000; N_CONSUMER=50000; CONSUMER_E2E_SECONDS=30; NEW_TOPIC_ROUNDS=20
+  STEP_PRE_S=10; STEP_POST_S=20
 fi
+# Rate step (stage 5a): 1,000 msg/s for STEP_PRE_S, then 5,000 msg/s for STEP_POST_S.
+STEP_FROM=1000; STEP_TO=5000
 # N_CONSUMER: the mock broker keeps ~5 MiB per partition; 100,000 records on one 4-partition
 # topic (~8 MiB each) cannot be read back and bench-consumer hung until its 10-minute timeout.
 
@@ -104,27 +116,48 @@ fill() {
   psqlq "VACUUM ANALYZE outbox.messages" >/dev/null
 }
 
-# Starts the relay in the background (RELAY_PID, METRICS_PORT).
-start_relay() {
+# The binary start_relay runs and its extra options: the current relay unless stage 5b
+# (the baseline) sets them for its own runs.
+RUN_BIN=$RELAY
+RUN_ARGS=$RELAY_ARGS
+# Starts RUN_BIN in the background (RELAY_PID, METRICS_PORT); returns 1 (relay stopped,
+# RELAY_PID empty) if it does not serve /metrics within 10 s.
+try_start_relay() {
   : >"$WORK/relay.log"
   # shellcheck disable=SC2086
-  "$RELAY" run --db "$DB" --brokers "$BROKERS" --metrics-listen 127.0.0.1:0 --log-level info \
-    $RELAY_ARGS "$@" 2>"$WORK/relay.log" &
+  "$RUN_BIN" run --db "$DB" --brokers "$BROKERS" --metrics-listen 127.0.0.1:0 --log-level info \
+    $RUN_ARGS "$@" 2>"$WORK/relay.log" &
   RELAY_PID=$!
   METRICS_PORT=""
   for _ in $(seq 1 200); do
     METRICS_PORT=$(grep -o 'serving /metrics.*port=[0-9]*' "$WORK/relay.log" | grep -o '[0-9]*$' || true)
     [ -n "$METRICS_PORT" ] && break
+    kill -0 "$RELAY_PID" 2>/dev/null || break
     sleep 0.05
   done
-  [ -n "$METRICS_PORT" ] || { cat "$WORK/relay.log" >&2; echo "relay did not start" >&2; exit 1; }
+  if [ -z "$METRICS_PORT" ]; then
+    kill "$RELAY_PID" 2>/dev/null || true
+    wait "$RELAY_PID" 2>/dev/null || true
+    RELAY_PID=""
+    return 1
+  fi
+}
+start_relay() {
+  try_start_relay "$@" || { cat "$WORK/relay.log" >&2; echo "relay did not start" >&2; exit 1; }
 }
 published() {
   curl -s "http://127.0.0.1:$METRICS_PORT/metrics" | awk '/^outbox_relay_published_total/ {printf "%d", $2}'
 }
 # Stops the relay; sets RELAY_CPU_S (user + sys until now) and RELAY_RSS_MB (peak RSS).
 stop_relay() {
-  local ticks hwm
+  local ticks hwm rc=0
+  if ! kill -0 "$RELAY_PID" 2>/dev/null; then
+    wait "$RELAY_PID" || rc=$?
+    tail -20 "$WORK/relay.log" >&2
+    echo "the relay (pid $RELAY_PID, $RUN_BIN) exited before it was stopped, status $rc" >&2
+    RELAY_PID=""
+    exit 1
+  fi
   ticks=$(awk '{print $14 + $15}' "/proc/$RELAY_PID/stat")
   hwm=$(awk '/^VmHWM/ {print $2}' "/proc/$RELAY_PID/status")
   kill -TERM "$RELAY_PID"
@@ -154,6 +187,27 @@ drain() {
   fi
 }
 jget() { jq -r "$2" <<<"$1"; }
+f() { printf '%.*f' "$2" "$1"; }
+# jnum JSON PATH: the number at PATH, or null (absent, not JSON, or negative = no samples).
+jnum() {
+  local v
+  v=$(jq -r "($2) as \$v | if (\$v | type) == \"number\" and \$v >= 0 then \$v else null end" <<<"$1" 2>/dev/null || true)
+  echo "${v:-null}"
+}
+# jval JSON PATH: the value at PATH as compact JSON, or null.
+jval() {
+  local v
+  v=$(jq -c "($2) // null" <<<"$1" 2>/dev/null || true)
+  echo "${v:-null}"
+}
+# The rate-step latency run (stage 5a) against the running relay; prints bench-latency's JSON.
+# VACUUM first: the 5,000 msg/s stage before it leaves ~5000 x LAT_SECONDS dead rows, and the
+# 1,000 msg/s part sets the threshold of the catch-up time.
+step_stage() {
+  psqlq "VACUUM outbox.messages" >/dev/null
+  "$BL" --db "$DB" --brokers "$BROKERS" --topic bench --rate "$STEP_FROM" --step-rate "$STEP_TO" \
+    --step-after-s "$STEP_PRE_S" --seconds $(( STEP_PRE_S + STEP_POST_S ))
+}
 relay_ticks() { awk '{print $14 + $15}' "/proc/$RELAY_PID/stat"; }
 # cpu_us_per_msg ticks_before messages: the running relay's user + sys CPU since then, per message.
 cpu_us_per_msg() { echo "scale=2; ($(relay_ticks) - $1) * 1000000 / $(getconf CLK_TCK) / $2" | bc -l; }
@@ -263,6 +317,10 @@ TICKS0=$(relay_ticks)
 L5=$("$BL" --db "$DB" --brokers "$BROKERS" --topic bench --rate 5000 --seconds "$LAT_SECONDS" || true)
 R[cpu_sustained_table]=$(cpu_us_per_msg "$TICKS0" $(( 5000 * LAT_SECONDS )))
 R[size_after]=$(psqlq "SELECT pg_total_relation_size('outbox.messages')")
+# 5a. Rate step: STEP_FROM msg/s, then STEP_TO msg/s; latency after the step and the
+# catch-up time (bench-latency --step-rate; definition in docs/performance.md).
+log "rate step: $STEP_FROM msg/s for ${STEP_PRE_S}s, then $STEP_TO msg/s for ${STEP_POST_S}s"
+LS=$(step_stage || true)
 log "latency at 1000 msg/s with NOTIFY off (relay polls every 200ms) for ${LAT_OFF_SECONDS}s"
 psqlq "UPDATE outbox.settings SET notify = false" >/dev/null
 L0=$("$BL" --db "$DB" --brokers "$BROKERS" --topic bench --rate 1000 --seconds "$LAT_OFF_SECONDS" || true)
@@ -281,6 +339,104 @@ R[e2e_p50_ms_at_5000]=$(jget "$L5" .p50_ms); R[e2e_p99_ms_at_5000]=$(jget "$L5" 
 R[e2e_max_ms_at_5000]=$(jget "$L5" .max_ms)
 R[e2e_p50_ms_notify_off]=$(jget "$L0" .p50_ms); R[e2e_p99_ms_notify_off]=$(jget "$L0" .p99_ms)
 R[relay_peak_rss_mb]=$(printf '%s\n' "${R[drain_rss_mb]}" "${R[lat_rss_mb]}" | sort -n | tail -1)
+for k in p50 p99 max catch_up pre_p99 threshold; do
+  R[e2e_step_$k]=$(jnum "$LS" ".step_${k}_ms")
+done
+R[e2e_step_missing]=$(jnum "$LS" .step_missing)
+R[e2e_step_slow_windows]=$(jnum "$LS" .step_slow_windows)
+
+# --- 5b. baseline binary (optional) ---------------------------------------------------
+# OUTBOX_BENCH_BASELINE_BIN: the same drain and latency stages with another relay binary
+# (e.g. the build before a change), on the same servers, right after the current binary's.
+# The schema stays the one the current binary migrated: the baseline only runs `run`.
+# Anything that keeps it from working is recorded (BASE[error]) and the bench goes on.
+declare -A BASE
+baseline_fail() {
+  BASE[error]=$1
+  log "baseline: $1"
+  tail -5 "$WORK/relay.log" >&2 || true
+  if [ -n "$RELAY_PID" ]; then kill "$RELAY_PID" 2>/dev/null || true; wait "$RELAY_PID" 2>/dev/null || true; fi
+  RELAY_PID=""
+  # Rows it left would block set_lane_count in stage 6.
+  psqlq "DELETE FROM outbox.messages" >/dev/null
+}
+# Relay log lines at warn or error (what the baseline complained about), at most 3.
+relay_complaints() { grep -E '^[0-9-]+ [0-9:.]+ +(warn|error|critical)' "$WORK/relay.log" | head -3 || true; }
+baseline_stage() {
+  local bin=$OUTBOX_BENCH_BASELINE_BIN before after t0 t1 p deadline
+  BASE[binary]=$bin
+  BASE[commit]=${OUTBOX_BENCH_BASELINE_COMMIT:-$(git -C "$(dirname "$bin")" rev-parse --short HEAD 2>/dev/null || true)}
+  [ -x "$bin" ] || { baseline_fail "$bin is not an executable file"; return 0; }
+  RUN_BIN=$bin
+  RUN_ARGS=${OUTBOX_BENCH_BASELINE_ARGS:-}
+  psqlq "VACUUM outbox.messages" >/dev/null
+  log "baseline: filling $N_DRAIN rows"
+  fill "$N_DRAIN" $PAYLOAD
+  log "baseline: draining $N_DRAIN rows with $bin"
+  before=$("$BK" offsets --brokers "$BROKERS" --topic bench 2>/dev/null || echo 0)
+  t0=$(date +%s.%N)
+  try_start_relay || { baseline_fail "did not start: $(grep -v '^$' "$WORK/relay.log" | tail -1)"; return 0; }
+  deadline=$(( $(date +%s) + 600 ))
+  while p=$(published); [ -z "$p" ] || [ "$p" -lt "$N_DRAIN" ] ||
+        [ "$(psqlq "SELECT NOT EXISTS (SELECT 1 FROM outbox.messages)")" != t ]; do
+    kill -0 "$RELAY_PID" 2>/dev/null || { baseline_fail "exited during the drain: $(grep -v '^$' "$WORK/relay.log" | tail -1)"; return 0; }
+    [ "$(date +%s)" -gt "$deadline" ] && { baseline_fail "drain did not finish in 600 s (published ${p:-?} of $N_DRAIN): $(relay_complaints | tail -1)"; return 0; }
+    sleep 0.05
+  done
+  t1=$(date +%s.%N)
+  BASE[drain_complaints]=$(relay_complaints)
+  stop_relay
+  after=$("$BK" offsets --brokers "$BROKERS" --topic bench)
+  [ $(( after - before )) -ge "$N_DRAIN" ] ||
+    { baseline_fail "drain: Kafka end offsets grew by $(( after - before )), expected $N_DRAIN"; return 0; }
+  BASE[drain_s]=$(echo "$t1 - $t0" | bc -l)
+  BASE[drain]=$(echo "$N_DRAIN / ${BASE[drain_s]}" | bc -l | cut -d. -f1)
+  BASE[drain_cpu]=$(echo "$RELAY_CPU_S * 1000000 / $N_DRAIN" | bc -l)
+  BASE[drain_rss]=$RELAY_RSS_MB
+  psqlq "VACUUM outbox.messages" >/dev/null
+  try_start_relay || { baseline_fail "did not start: $(grep -v '^$' "$WORK/relay.log" | tail -1)"; return 0; }
+  log "baseline: latency at 1000 msg/s for ${LAT_SECONDS}s"
+  BL1=$("$BL" --db "$DB" --brokers "$BROKERS" --topic bench --rate 1000 --seconds "$LAT_SECONDS" || true)
+  log "baseline: latency at 5000 msg/s for ${LAT_SECONDS}s"
+  BL5=$("$BL" --db "$DB" --brokers "$BROKERS" --topic bench --rate 5000 --seconds "$LAT_SECONDS" || true)
+  log "baseline: rate step $STEP_FROM -> $STEP_TO msg/s (${STEP_PRE_S}s + ${STEP_POST_S}s)"
+  BLS=$(step_stage || true)
+  kill -0 "$RELAY_PID" 2>/dev/null || { baseline_fail "exited during the latency stages: $(grep -v '^$' "$WORK/relay.log" | tail -1)"; return 0; }
+  BASE[lat_complaints]=$(relay_complaints)
+  stop_relay
+  # Leftovers (a latency stage that lost messages) would block stage 6.
+  psqlq "DELETE FROM outbox.messages" >/dev/null
+}
+BASE_JSON=null
+if [ -n "${OUTBOX_BENCH_BASELINE_BIN:-}" ]; then
+  BL1=""; BL5=""; BLS=""
+  baseline_stage
+  RUN_BIN=$RELAY
+  RUN_ARGS=$RELAY_ARGS
+  BASE_JSON=$(jq -n --arg binary "${BASE[binary]}" --arg commit "${BASE[commit]:-}" --arg error "${BASE[error]:-}" \
+    --arg complaints "$(printf '%s\n' "${BASE[drain_complaints]:-}" "${BASE[lat_complaints]:-}" | grep . || true)" \
+    --argjson drain "${BASE[drain]:-null}" --argjson drain_s "$( [ -n "${BASE[drain_s]:-}" ] && f "${BASE[drain_s]}" 2 || echo null)" \
+    --argjson cpu "$( [ -n "${BASE[drain_cpu]:-}" ] && f "${BASE[drain_cpu]}" 2 || echo null)" \
+    --argjson rss "${BASE[drain_rss]:-null}" \
+    --argjson p50_1 "$(jnum "$BL1" .p50_ms)" --argjson p99_1 "$(jnum "$BL1" .p99_ms)" --argjson max_1 "$(jnum "$BL1" .max_ms)" \
+    --argjson miss_1 "$(jnum "$BL1" .missing)" \
+    --argjson p50_5 "$(jnum "$BL5" .p50_ms)" --argjson p99_5 "$(jnum "$BL5" .p99_ms)" --argjson max_5 "$(jnum "$BL5" .max_ms)" \
+    --argjson miss_5 "$(jnum "$BL5" .missing)" \
+    --argjson s50 "$(jnum "$BLS" .step_p50_ms)" --argjson s99 "$(jnum "$BLS" .step_p99_ms)" \
+    --argjson smax "$(jnum "$BLS" .step_max_ms)" --argjson scu "$(jnum "$BLS" .step_catch_up_ms)" \
+    --argjson spre "$(jnum "$BLS" .step_pre_p99_ms)" --argjson sthr "$(jnum "$BLS" .step_threshold_ms)" \
+    --argjson sslow "$(jnum "$BLS" .step_slow_windows)" \
+    --argjson swin "$(jval "$BLS" .step_window_p99_ms)" \
+    '{binary:$binary, commit:(if $commit == "" then null else $commit end),
+      error:(if $error == "" then null else $error end),
+      relay_log_warnings:($complaints | split("\n") | map(select(. != ""))),
+      drain_msgs_per_s:$drain, drain_seconds:$drain_s, drain_cpu_us_per_msg:$cpu, drain_rss_mb:$rss,
+      e2e_p50_ms_at_1000:$p50_1, e2e_p99_ms_at_1000:$p99_1, e2e_max_ms_at_1000:$max_1, e2e_missing_at_1000:$miss_1,
+      e2e_p50_ms_at_5000:$p50_5, e2e_p99_ms_at_5000:$p99_5, e2e_max_ms_at_5000:$max_5, e2e_missing_at_5000:$miss_5,
+      e2e_step_pre_p99_ms:$spre, e2e_step_p50_ms:$s50, e2e_step_p99_ms:$s99, e2e_step_max_ms:$smax,
+      e2e_step_catch_up_ms:$scu, e2e_step_threshold_ms:$sthr, e2e_step_slow_windows:$sslow,
+      e2e_step_window_p99_ms:$swin}')
+fi
 
 # --- 6. scaling ---------------------------------------------------------------------
 for lanes in 1 2 4; do
@@ -450,7 +606,6 @@ LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- output -------------------------------------------------------------------------
 mkdir -p "$ROOT/bench/results"
-f() { printf '%.*f' "$2" "$1"; }
 MODE=$([ "$QUICK" = 1 ] && echo quick || echo full)
 jq -n \
   --arg mode "$MODE" --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --arg commit "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
@@ -548,6 +703,22 @@ jq \
   "$ROOT/bench/results/latest.json" >"$WORK/latest.json"
 mv "$WORK/latest.json" "$ROOT/bench/results/latest.json"
 
+# Rate step (stage 5a) and the baseline binary (stage 5b, only when it ran).
+jq \
+  --argjson s50 "${R[e2e_step_p50]}" --argjson s99 "${R[e2e_step_p99]}" --argjson smax "${R[e2e_step_max]}" \
+  --argjson scu "${R[e2e_step_catch_up]}" --argjson spre "${R[e2e_step_pre_p99]}" --argjson smiss "${R[e2e_step_missing]}" \
+  --argjson sthr "${R[e2e_step_threshold]}" --argjson sslow "${R[e2e_step_slow_windows]}" \
+  --argjson from "$STEP_FROM" --argjson to "$STEP_TO" --argjson pre_s "$STEP_PRE_S" --argjson post_s "$STEP_POST_S" \
+  --argjson baseline "$BASE_JSON" --argjson windows "$(jval "$LS" .step_window_p99_ms)" \
+  '. + {
+    e2e_step:{from_msgs_per_s:$from, to_msgs_per_s:$to, seconds_before:$pre_s, seconds_after:$post_s,
+              window_p99_ms:$windows},
+    e2e_step_pre_p99_ms:$spre, e2e_step_p50_ms:$s50, e2e_step_p99_ms:$s99, e2e_step_max_ms:$smax,
+    e2e_step_catch_up_ms:$scu, e2e_step_missing:$smiss, e2e_step_threshold_ms:$sthr, e2e_step_slow_windows:$sslow}
+   + (if $baseline == null then {} else {baseline:$baseline} end)' \
+  "$ROOT/bench/results/latest.json" >"$WORK/latest.json"
+mv "$WORK/latest.json" "$ROOT/bench/results/latest.json"
+
 
 cat <<EOF
 ## outbox-relay benchmark ($MODE, $(date -u +%Y-%m-%d), load avg start $LOAD_START / end $LOAD_END, 2 cores shared)
@@ -566,6 +737,7 @@ cat <<EOF
 | first record to a new topic p50 / max (commit → row deleted) | **${R[first_record_new_topic_ms]}** / ${R[first_record_new_topic_max_ms]} ms | target ≤ 50; a known topic: ${R[first_record_known_topic_ms]} ms; $NEW_TOPIC_ROUNDS topics |
 | e2e latency @1000/s p50 / p99 / max | ${R[e2e_p50_ms_at_1000]} / **${R[e2e_p99_ms_at_1000]}** / ${R[e2e_max_ms_at_1000]} ms | target p99 ≤ 50; COMMIT itself p50/p99 ${R[commit_p50_1000]} / ${R[commit_p99_1000]} ms |
 | e2e latency @5000/s p50 / p99 / max | ${R[e2e_p50_ms_at_5000]} / ${R[e2e_p99_ms_at_5000]} / ${R[e2e_max_ms_at_5000]} ms | COMMIT itself p50/p99 ${R[commit_p50_5000]} / ${R[commit_p99_5000]} ms |
+| e2e after a step $STEP_FROM → $STEP_TO msg/s p50 / p99 / max | ${R[e2e_step_p50]} / ${R[e2e_step_p99]} / ${R[e2e_step_max]} ms | **catch-up ${R[e2e_step_catch_up]} ms** after the step (${R[e2e_step_slow_windows]} windows of 100 ms with p99 > ${R[e2e_step_threshold]} ms); ${STEP_PRE_S} s + ${STEP_POST_S} s; p99 before the step ${R[e2e_step_pre_p99]} ms; missing ${R[e2e_step_missing]} |
 | e2e latency @1000/s, NOTIFY off: p50 / p99 | ${R[e2e_p50_ms_notify_off]} / ${R[e2e_p99_ms_notify_off]} ms | --poll-interval 200ms |
 | Relay peak RSS | ${R[relay_peak_rss_mb]} MB | target ≤ 64 |
 | Relay CPU per message (drain) | $(f "${R[drain_cpu_us_per_msg]}" 2) µs | user + sys |
@@ -601,3 +773,31 @@ cat <<EOF
 
 PostgreSQL: $PG_DESC. Kafka: $KAFKA_DESC. Relay options: ${RELAY_ARGS:-defaults}.
 EOF
+
+if [ "$BASE_JSON" != null ]; then
+  b() { local v; v=$(jq -r ".$1 // \"–\"" <<<"$BASE_JSON"); [ "$v" != "–" ] && [ -n "${2:-}" ] && v=$(f "$v" "$2"); echo "$v"; }
+  cat <<EOF
+
+#### Baseline binary, same run (stage 5b, after the current binary's latency stages)
+
+Baseline: \`$(b binary)\` (commit $(b commit)). Current: \`$RELAY\`.
+EOF
+  if [ -n "${BASE[error]:-}" ]; then
+    echo
+    echo "**Baseline not measured:** ${BASE[error]}"
+  else
+    cat <<EOF
+
+| Figure | current | baseline |
+|---|---:|---:|
+| Drain of $N_DRAIN rows (msgs/s) | ${R[drain]} | $(b drain_msgs_per_s) |
+| Relay CPU per message, drain (µs) | $(f "${R[drain_cpu_us_per_msg]}" 2) | $(b drain_cpu_us_per_msg 2) |
+| e2e @1000/s p50 / p99 / max (ms) | ${R[e2e_p50_ms_at_1000]} / ${R[e2e_p99_ms_at_1000]} / ${R[e2e_max_ms_at_1000]} | $(b e2e_p50_ms_at_1000) / $(b e2e_p99_ms_at_1000) / $(b e2e_max_ms_at_1000) |
+| e2e @5000/s p50 / p99 / max (ms) | ${R[e2e_p50_ms_at_5000]} / ${R[e2e_p99_ms_at_5000]} / ${R[e2e_max_ms_at_5000]} | $(b e2e_p50_ms_at_5000) / $(b e2e_p99_ms_at_5000) / $(b e2e_max_ms_at_5000) |
+| Step $STEP_FROM → $STEP_TO/s: p50 / p99 / max after it (ms) | ${R[e2e_step_p50]} / ${R[e2e_step_p99]} / ${R[e2e_step_max]} | $(b e2e_step_p50_ms) / $(b e2e_step_p99_ms) / $(b e2e_step_max_ms) |
+| Step: catch-up (ms); slow-window threshold (ms) | ${R[e2e_step_catch_up]}; ${R[e2e_step_threshold]} | $(b e2e_step_catch_up_ms); $(b e2e_step_threshold_ms) |
+| Step: p99 before it (ms) | ${R[e2e_step_pre_p99]} | $(b e2e_step_pre_p99_ms) |
+EOF
+    jq -r '.relay_log_warnings[] | "Baseline relay log: " + .' <<<"$BASE_JSON"
+  fi
+fi
