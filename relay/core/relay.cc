@@ -105,6 +105,7 @@ void Relay::OnConnectionLost(const std::string& why) {
     lane.owned = false;
     lane.releasing = false;
     lane.at_head = true;
+    lane.short_claim = false;
     // The old session's tickets: its deletes may or may not have run. Rows left behind
     // are published again by the lane's next owner (duplicates, never losses).
     lane.deleting.clear();
@@ -171,6 +172,7 @@ void Relay::Rebalance() {
       lane.owned = true;
       lane.releasing = false;
       lane.at_head = true;
+      lane.short_claim = false;  // its backlog is unknown: a full batch, within the budget
       lane.wake = true;
     }
     if (!got.empty()) {
@@ -229,11 +231,13 @@ void Relay::ClaimAndProduce() {
   if (IsolatedInFlight()) return;  // e.g. suspects dropped with a lost session: still alone
   auto now = clock_.Now();
   if (InFlightRecords() == 0) bytes_full_ = false;
-  // The in-flight caps bound what this turn may claim. A --batch-size above the record
-  // cap claims at most the cap; lanes take turns (round robin from where the last turn
-  // stopped) so that, with the cap binding, low lanes cannot starve high lanes.
+  // The in-flight caps bound what this turn may claim, and max_claim_rows what one claim
+  // reads for lanes with a backlog. A --batch-size above the record cap claims at most the
+  // cap; lanes take turns (round robin from where the last turn stopped) so that, with a
+  // cap binding, low lanes cannot starve high lanes.
   int budget = limits_.max_inflight_records - InFlightRecords();
   int batch_size = std::min(config_.batch_size, limits_.max_inflight_records);
+  int backlog_budget = std::max(limits_.max_claim_rows, batch_size);
   std::vector<OutboxStore::LaneClaim> claims;
   std::map<int, int> claim_limit;
   std::vector<int> order;
@@ -251,9 +255,17 @@ void Relay::ClaimAndProduce() {
     }
     if (lane.at_head && !lane.wake) continue;
     if (budget <= 0) break;
+    // A lane at its head after a short claim is woken for a few new rows: it joins every
+    // claim (one round trip for all lanes at low rates) without counting to the backlog's.
+    bool backlog = !(lane.at_head && lane.short_claim);
+    if (backlog && backlog_budget <= 0) continue;
     int limit = std::min(batch_size, budget);
+    if (backlog) {
+      limit = std::min(limit, backlog_budget);
+      backlog_budget -= limit;
+      next_lane_ = id + 1;
+    }
     budget -= limit;
-    next_lane_ = id + 1;
     int in_flight_rows = 0;
     std::int64_t highest = 0;  // batches may start with late rows: take the maximum
     for (const auto& b : lane.inflight) {
@@ -333,6 +345,7 @@ void Relay::ClaimAndProduce() {
     auto& lane = lanes_[claim.lane];
     const auto& fresh = to_produce[claim.lane];
     lane.at_head = static_cast<int>(fresh.size()) < claim_limit[claim.lane] && !claim.cut;
+    lane.short_claim = lane.at_head;
     if (fresh.empty() || queue_full || bytes_full_) continue;
     Batch batch;
     batch.seq = next_batch_++;
@@ -602,6 +615,7 @@ void Relay::ReleaseIdleLanes() {
     lane.owned = false;
     lane.releasing = false;
     lane.at_head = true;
+    lane.short_claim = false;
     log_->info("lane released lane={}", id);
   }
 }

@@ -33,6 +33,12 @@ struct RelayLimits {
   // What one claim reads at most (split over the lanes it claims; each lane gets at least
   // one row): bounds the claim's result in memory next to what is in flight.
   std::int64_t max_claim_bytes = 32ll << 20;
+  // Rows one claim asks for at most over the lanes with a backlog (at least one batch):
+  // they take turns, a few lanes with full batches per claim. Lanes whose last claim came
+  // back short (at their head) are claimed too but not counted: they hold a few rows.
+  // With --batch-size 2000 and 16 lanes a drain's claim would otherwise read 32,000 rows,
+  // and that result, its decoded copy and what is in flight doubled the peak RSS.
+  int max_claim_rows = 4000;
 };
 
 // The relay loop (`outbox-relay run`) as a state machine. Per owned lane it claims rows
@@ -104,6 +110,7 @@ class Relay {
     bool owned = false;
     bool releasing = false;          // stop claiming, unlock once nothing is in flight
     bool at_head = true;             // last claim was short: claim again when woken
+    bool short_claim = false;        // at_head because of a claim (not a new owner or session)
     TimePoint resume_at;             // no claims before (after a transient failure)
     bool reset_pending = false;      // a failure or a late commit: claim again once idle
     bool wake = true;                // a wake-up or the poll timer asks for a claim
