@@ -187,6 +187,15 @@ drain() {
   fi
 }
 jget() { jq -r "$2" <<<"$1"; }
+# settle_ms STEP_JSON STEADY_P99: the end of the last 100 ms post-step window whose p99 is
+# above the steady STEP_TO stage's p99 (or that received nothing), from the step; 0 if none.
+# How long the relay took to reach the tail it keeps at the new rate (docs/performance.md).
+settle_ms() {
+  jq -r --argjson steady "${2:-null}" '
+    if $steady == null or (.step_window_p99_ms | type) != "array" then "null" else
+      [.step_window_p99_ms | to_entries[] | select(.value < 0 or .value > $steady) | .key] |
+      if length == 0 then 0 else (max + 1) * 100 end end' <<<"$1" 2>/dev/null || echo null
+}
 f() { printf '%.*f' "$2" "$1"; }
 # jnum JSON PATH: the number at PATH, or null (absent, not JSON, or negative = no samples).
 jnum() {
@@ -344,6 +353,7 @@ for k in p50 p99 max catch_up pre_p99 threshold; do
 done
 R[e2e_step_missing]=$(jnum "$LS" .step_missing)
 R[e2e_step_slow_windows]=$(jnum "$LS" .step_slow_windows)
+R[e2e_step_settle]=$(settle_ms "$LS" "${R[e2e_p99_ms_at_5000]}")
 
 # --- 5b. baseline binary (optional) ---------------------------------------------------
 # OUTBOX_BENCH_BASELINE_BIN: the same drain and latency stages with another relay binary
@@ -427,6 +437,7 @@ if [ -n "${OUTBOX_BENCH_BASELINE_BIN:-}" ]; then
     --argjson spre "$(jnum "$BLS" .step_pre_p99_ms)" --argjson sthr "$(jnum "$BLS" .step_threshold_ms)" \
     --argjson sslow "$(jnum "$BLS" .step_slow_windows)" \
     --argjson swin "$(jval "$BLS" .step_window_p99_ms)" \
+    --argjson ssettle "$(settle_ms "$BLS" "$(jnum "$BL5" .p99_ms)")" \
     '{binary:$binary, commit:(if $commit == "" then null else $commit end),
       error:(if $error == "" then null else $error end),
       relay_log_warnings:($complaints | split("\n") | map(select(. != ""))),
@@ -435,7 +446,7 @@ if [ -n "${OUTBOX_BENCH_BASELINE_BIN:-}" ]; then
       e2e_p50_ms_at_5000:$p50_5, e2e_p99_ms_at_5000:$p99_5, e2e_max_ms_at_5000:$max_5, e2e_missing_at_5000:$miss_5,
       e2e_step_pre_p99_ms:$spre, e2e_step_p50_ms:$s50, e2e_step_p99_ms:$s99, e2e_step_max_ms:$smax,
       e2e_step_catch_up_ms:$scu, e2e_step_threshold_ms:$sthr, e2e_step_slow_windows:$sslow,
-      e2e_step_window_p99_ms:$swin}')
+      e2e_step_settle_ms:$ssettle, e2e_step_window_p99_ms:$swin}')
 fi
 
 # --- 6. scaling ---------------------------------------------------------------------
@@ -708,13 +719,15 @@ jq \
   --argjson s50 "${R[e2e_step_p50]}" --argjson s99 "${R[e2e_step_p99]}" --argjson smax "${R[e2e_step_max]}" \
   --argjson scu "${R[e2e_step_catch_up]}" --argjson spre "${R[e2e_step_pre_p99]}" --argjson smiss "${R[e2e_step_missing]}" \
   --argjson sthr "${R[e2e_step_threshold]}" --argjson sslow "${R[e2e_step_slow_windows]}" \
+  --argjson ssettle "${R[e2e_step_settle]}" \
   --argjson from "$STEP_FROM" --argjson to "$STEP_TO" --argjson pre_s "$STEP_PRE_S" --argjson post_s "$STEP_POST_S" \
   --argjson baseline "$BASE_JSON" --argjson windows "$(jval "$LS" .step_window_p99_ms)" \
   '. + {
     e2e_step:{from_msgs_per_s:$from, to_msgs_per_s:$to, seconds_before:$pre_s, seconds_after:$post_s,
               window_p99_ms:$windows},
     e2e_step_pre_p99_ms:$spre, e2e_step_p50_ms:$s50, e2e_step_p99_ms:$s99, e2e_step_max_ms:$smax,
-    e2e_step_catch_up_ms:$scu, e2e_step_missing:$smiss, e2e_step_threshold_ms:$sthr, e2e_step_slow_windows:$sslow}
+    e2e_step_catch_up_ms:$scu, e2e_step_missing:$smiss, e2e_step_threshold_ms:$sthr, e2e_step_slow_windows:$sslow,
+    e2e_step_settle_ms:$ssettle}
    + (if $baseline == null then {} else {baseline:$baseline} end)' \
   "$ROOT/bench/results/latest.json" >"$WORK/latest.json"
 mv "$WORK/latest.json" "$ROOT/bench/results/latest.json"
@@ -737,7 +750,7 @@ cat <<EOF
 | first record to a new topic p50 / max (commit → row deleted) | **${R[first_record_new_topic_ms]}** / ${R[first_record_new_topic_max_ms]} ms | target ≤ 50; a known topic: ${R[first_record_known_topic_ms]} ms; $NEW_TOPIC_ROUNDS topics |
 | e2e latency @1000/s p50 / p99 / max | ${R[e2e_p50_ms_at_1000]} / **${R[e2e_p99_ms_at_1000]}** / ${R[e2e_max_ms_at_1000]} ms | target p99 ≤ 50; COMMIT itself p50/p99 ${R[commit_p50_1000]} / ${R[commit_p99_1000]} ms |
 | e2e latency @5000/s p50 / p99 / max | ${R[e2e_p50_ms_at_5000]} / ${R[e2e_p99_ms_at_5000]} / ${R[e2e_max_ms_at_5000]} ms | COMMIT itself p50/p99 ${R[commit_p50_5000]} / ${R[commit_p99_5000]} ms |
-| e2e after a step $STEP_FROM → $STEP_TO msg/s p50 / p99 / max | ${R[e2e_step_p50]} / ${R[e2e_step_p99]} / ${R[e2e_step_max]} ms | **catch-up ${R[e2e_step_catch_up]} ms** after the step (${R[e2e_step_slow_windows]} windows of 100 ms with p99 > ${R[e2e_step_threshold]} ms); ${STEP_PRE_S} s + ${STEP_POST_S} s; p99 before the step ${R[e2e_step_pre_p99]} ms; missing ${R[e2e_step_missing]} |
+| e2e after a step $STEP_FROM → $STEP_TO msg/s p50 / p99 / max | ${R[e2e_step_p50]} / ${R[e2e_step_p99]} / ${R[e2e_step_max]} ms | **catch-up ${R[e2e_step_catch_up]} ms** after the step (${R[e2e_step_slow_windows]} windows of 100 ms with p99 > ${R[e2e_step_threshold]} ms); ${STEP_PRE_S} s + ${STEP_POST_S} s; p99 before the step ${R[e2e_step_pre_p99]} ms; missing ${R[e2e_step_missing]}; **settled ${R[e2e_step_settle]} ms** (windows back at or below the steady $STEP_TO msg/s p99) |
 | e2e latency @1000/s, NOTIFY off: p50 / p99 | ${R[e2e_p50_ms_notify_off]} / ${R[e2e_p99_ms_notify_off]} ms | --poll-interval 200ms |
 | Relay peak RSS | ${R[relay_peak_rss_mb]} MB | target ≤ 64 |
 | Relay CPU per message (drain) | $(f "${R[drain_cpu_us_per_msg]}" 2) µs | user + sys |
@@ -797,6 +810,7 @@ EOF
 | Step $STEP_FROM → $STEP_TO/s: p50 / p99 / max after it (ms) | ${R[e2e_step_p50]} / ${R[e2e_step_p99]} / ${R[e2e_step_max]} | $(b e2e_step_p50_ms) / $(b e2e_step_p99_ms) / $(b e2e_step_max_ms) |
 | Step: catch-up (ms); slow-window threshold (ms) | ${R[e2e_step_catch_up]}; ${R[e2e_step_threshold]} | $(b e2e_step_catch_up_ms); $(b e2e_step_threshold_ms) |
 | Step: p99 before it (ms) | ${R[e2e_step_pre_p99]} | $(b e2e_step_pre_p99_ms) |
+| Step: settled (ms; windows at or below the build's steady $STEP_TO msg/s p99) | ${R[e2e_step_settle]} | $(b e2e_step_settle_ms) |
 EOF
     jq -r '.relay_log_warnings[] | "Baseline relay log: " + .' <<<"$BASE_JSON"
   fi
