@@ -8,7 +8,9 @@
 #
 # Environment: OUTBOX_BENCH_DB (a migrated database, as its owner), OUTBOX_BENCH_BROKERS,
 # RELAY (default build2/relay/outbox-relay), SAMPLE=1 (also samples pg_stat_activity of
-# the relay's sessions every ~10 ms into $WORK/samples.txt), WORK (default /tmp).
+# the relay's sessions every ~10 ms into $WORK/samples.txt), WORK (default /tmp),
+# LOG_LEVEL (default info; debug logs each claim's lanes and rows in
+# $WORK/drain-once-relay.log).
 set -euo pipefail
 [ $# -ge 1 ] || { echo "usage: bench/drain-once.sh N [relay options...]" >&2; exit 2; }
 : "${OUTBOX_BENCH_DB:?set OUTBOX_BENCH_DB}" "${OUTBOX_BENCH_BROKERS:?set OUTBOX_BENCH_BROKERS}"
@@ -31,7 +33,7 @@ psqlq "UPDATE outbox.settings SET notify = true" >/dev/null
 psqlq "VACUUM ANALYZE outbox.messages" >/dev/null
 
 t0=$(date +%s.%N)
-"$RELAY" run --db "$DB" --brokers "$OUTBOX_BENCH_BROKERS" --metrics-listen 127.0.0.1:0 --log-level info "$@" \
+"$RELAY" run --db "$DB" --brokers "$OUTBOX_BENCH_BROKERS" --metrics-listen 127.0.0.1:0 --log-level "${LOG_LEVEL:-info}" "$@" \
   2>"$WORK/drain-once-relay.log" &
 rp=$!
 if [ -n "${SAMPLE:-}" ]; then
