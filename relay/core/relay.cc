@@ -27,6 +27,14 @@ constexpr milliseconds kNoProgressAfter{10000};
 constexpr int kFailingStatements = 3;
 constexpr milliseconds kMaxConnectBackoff{5000};
 constexpr milliseconds kMaxStatementBackoff{30000};
+
+// The ids of a lane that its claims may return and the relay already has: its batches in
+// flight and the acknowledged rows whose DELETE is not known done.
+template <typename Lane, typename F>
+void ForEachKnownIds(const Lane& lane, F&& f) {
+  for (const auto& b : lane.inflight) f(b.ids);
+  for (const auto& [ticket, ids] : lane.deleting) f(ids);
+}
 // While the lanes are handed over (Kafka stalled): how often to ask whether Kafka answers.
 constexpr milliseconds kProbeInterval{1000};
 
@@ -268,14 +276,10 @@ void Relay::ClaimAndProduce() {
     budget -= limit;
     int in_flight_rows = 0;
     std::int64_t highest = 0;  // batches may start with late rows: take the maximum
-    for (const auto& b : lane.inflight) {
-      in_flight_rows += static_cast<int>(b.ids.size());
-      for (auto rid : b.ids) highest = std::max(highest, rid);
-    }
-    for (const auto& [ticket, ids] : lane.deleting) {
+    ForEachKnownIds(lane, [&](const std::vector<std::int64_t>& ids) {
       in_flight_rows += static_cast<int>(ids.size());
       for (auto rid : ids) highest = std::max(highest, rid);
-    }
+    });
     claims.push_back({id, highest, limit + in_flight_rows});
     claim_limit[id] = limit;
   }
@@ -300,8 +304,7 @@ void Relay::ClaimAndProduce() {
     auto& lane = lanes_[claim.lane];
     lane.wake = false;
     std::unordered_set<std::int64_t> in_flight;  // and being deleted
-    for (const auto& b : lane.inflight) in_flight.insert(b.ids.begin(), b.ids.end());
-    for (const auto& [ticket, ids] : lane.deleting) in_flight.insert(ids.begin(), ids.end());
+    ForEachKnownIds(lane, [&](const std::vector<std::int64_t>& ids) { in_flight.insert(ids.begin(), ids.end()); });
     auto& list = to_produce[claim.lane];
     known_up_to[claim.lane] = claim.known_up_to;
     for (auto* row : by_lane[claim.lane]) {

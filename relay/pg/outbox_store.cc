@@ -81,15 +81,19 @@ std::uint64_t PgOutboxStore::DeletedUpTo() {
   return done_ticket_;
 }
 
+void PgOutboxStore::FinishDelete() {
+  deleter_->Finish();  // throws if the DELETE failed: its rows are sent again (PumpDeletes)
+  done_ticket_ = sent_ticket_;
+  delete_sent_.clear();
+  delete_failing_ = false;
+}
+
 void PgOutboxStore::PumpDeletes() {
   try {
     if (!deleter_) OpenDeleter();
     if (sent_ticket_ > done_ticket_) {
       if (!deleter_->Ready()) return;
-      deleter_->Finish();
-      done_ticket_ = sent_ticket_;
-      delete_sent_.clear();
-      delete_failing_ = false;
+      FinishDelete();
     }
     if (!delete_queued_.empty()) {
       // Everything queued meanwhile goes in one statement.
@@ -100,10 +104,7 @@ void PgOutboxStore::PumpDeletes() {
       if (delete_failing_) {
         // After a refusal, wait for the retry's result: the call that sends it fails or
         // succeeds, so the relay's back-off and /readyz count the failures in a row.
-        deleter_->Finish();
-        done_ticket_ = sent_ticket_;
-        delete_sent_.clear();
-        delete_failing_ = false;
+        FinishDelete();
       }
     }
   } catch (const StoreError& e) {

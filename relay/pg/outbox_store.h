@@ -47,6 +47,8 @@ class PgOutboxStore final : public OutboxStore {
   void OpenDeleter();
   // Reads the result of the DELETE in flight if it arrived, then sends what is queued.
   void PumpDeletes();
+  // Reads the result of the DELETE in flight (blocking until it is there): its ticket is done.
+  void FinishDelete();
 
   std::string conninfo_;
   std::string application_name_;
